@@ -1,0 +1,119 @@
+//! Native checkpoint: a directory with `model.safetensors` (float32, official key names and
+//! PyTorch shapes) and `config.json`. Written atomically: each file goes to a temporary name in
+//! the same directory and is renamed into place, so an interrupted save never leaves a torn file.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use super::{StateDict, StoredTensor};
+use crate::config::ModelConfig;
+
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const CONFIG_FILE: &str = "config.json";
+
+/// `(weights file, config file)` for a checkpoint path (the directory or its weights file).
+pub fn paths(path: &Path) -> (PathBuf, PathBuf) {
+    if path.is_dir() {
+        (path.join(WEIGHTS_FILE), path.join(CONFIG_FILE))
+    } else {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        (path.to_path_buf(), dir.join(CONFIG_FILE))
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+pub fn write(dir: &Path, sd: &StateDict, config: &ModelConfig) -> Result<()> {
+    fs::create_dir_all(dir)
+        .with_context(|| format!("creating checkpoint directory {}", dir.display()))?;
+    let bytes: Vec<Vec<u8>> = sd
+        .entries
+        .iter()
+        .map(|(_, t)| t.data.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = sd
+        .entries
+        .iter()
+        .zip(&bytes)
+        .map(|((k, t), b)| Ok((k.clone(), TensorView::new(Dtype::F32, t.shape.clone(), b)?)))
+        .collect::<Result<_, safetensors::SafeTensorError>>()?;
+    let metadata =
+        std::collections::HashMap::from([("format".to_string(), "cace-net".to_string())]);
+    let blob = safetensors::serialize(views, Some(metadata))?;
+    write_atomic(&dir.join(WEIGHTS_FILE), &blob)?;
+    write_atomic(
+        &dir.join(CONFIG_FILE),
+        serde_json::to_string_pretty(config)?.as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// Reads a native checkpoint; tensors come back in the order they were written.
+pub fn read(path: &Path) -> Result<(StateDict, ModelConfig)> {
+    let (weights, config_path) = paths(path);
+    let config_text = fs::read_to_string(&config_path).with_context(|| {
+        format!(
+            "checkpoint {}: cannot read its config {}",
+            path.display(),
+            config_path.display()
+        )
+    })?;
+    let config: ModelConfig = serde_json::from_str(&config_text)
+        .with_context(|| format!("{}: not a valid model config", config_path.display()))?;
+    let bytes = fs::read(&weights).with_context(|| {
+        format!(
+            "checkpoint {}: cannot read {}",
+            path.display(),
+            weights.display()
+        )
+    })?;
+    let st = SafeTensors::deserialize(&bytes).with_context(|| {
+        format!(
+            "{}: not a valid safetensors file (truncated?)",
+            weights.display()
+        )
+    })?;
+    // safetensors sorts its header; keep the writer's order by sorting on data offset.
+    let mut named: Vec<(String, TensorView<'_>)> = st.tensors();
+    named.sort_by_key(|(_, v)| v.data().as_ptr() as usize);
+    let mut sd = StateDict::default();
+    for (name, view) in named {
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            Dtype::F64 => view
+                .data()
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                .collect(),
+            other => bail!(
+                "{}: tensor `{name}` has dtype {other:?}; expected F32 or F64",
+                weights.display()
+            ),
+        };
+        sd.entries.push((
+            name,
+            StoredTensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        ));
+    }
+    Ok((sd, config))
+}

@@ -1,0 +1,159 @@
+//! Model configuration. Defaults are the published CACE-Net run (REFERENCE §2.1): Co-Guide,
+//! BiLSTM, BECE on, ψ 0.3, λ 0.6, β 0.4, α 0.1, γ 0.3, d 256, 4 heads, noise σ 0.1.
+//! Saved as JSON next to every native checkpoint.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::temporal::TemporalKind;
+
+/// Which co-guidance attention runs on the visual map and audio (paper Table 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Guide {
+    /// AVCA: audio guides vision and vision guides audio (the published model).
+    #[default]
+    CoGuide,
+    /// Audio guides vision only: the same module with ψ forced to 0 (paper "AVCA-Visual-only").
+    AudioGuide,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Channels of the visual feature map `[T, 7, 7, C]` (512 VGG19 pool5, 2048 ResNet50).
+    pub visual_dim: usize,
+    /// Width of the audio feature `[T, C]` (128 VGGish, 2048 Cnn14).
+    pub audio_dim: usize,
+    /// Apply `a_fc` (audio_dim → 128) to audio. The official code has it commented out (audio
+    /// gets no projection); it is needed when `audio_dim` ≠ 128.
+    pub audio_fc: bool,
+    /// Width of the relation modules and the head (`d_model`).
+    pub d_model: usize,
+    /// Attention heads of every relation block.
+    pub heads: usize,
+    /// Number of event categories (background is one more label, not a class here).
+    pub num_classes: usize,
+    pub guide: Guide,
+    pub temporal: TemporalKind,
+    /// ψ: visual-guided calibration of audio (`psai`).
+    pub psi: f64,
+    /// β: self-calibration weight of the audio-guided visual vector.
+    pub beta: f64,
+    /// λ: BECE mix of the projected feature into the event/background head (`Lambda`).
+    pub lambda: f64,
+    /// α: cross-modal gate modulation of the decoder outputs.
+    pub alpha: f64,
+    /// γ: weight of the CAS top-k score added to the category logits.
+    pub gamma: f64,
+    /// k of the CAS "mean of the top k segments" score.
+    pub cas_top_k: usize,
+    /// BECE on: the contrastive views are trained and, after the warm-up, mixed in with λ.
+    pub contrastive: bool,
+    /// σ of the Gaussian noise that makes BECE's key view.
+    pub noise_std: f64,
+    pub dropout: DropoutConfig,
+}
+
+/// Dropout probabilities of the official code (all inactive in evaluation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DropoutConfig {
+    /// After `ReLU(v_fc(v))`.
+    pub visual_fc: f64,
+    /// Inside the co-guidance attention's three self-attention residuals.
+    pub coguide: f64,
+    /// Every dropout of the transformer encoder/decoder layers (attention, FFN, residuals) and
+    /// the residual of the audio-video interaction blocks.
+    pub relation: f64,
+    /// Attention dropout of the audio-video interaction blocks.
+    pub interaction_attention: f64,
+}
+
+impl Default for DropoutConfig {
+    fn default() -> Self {
+        Self {
+            visual_fc: 0.2,
+            coguide: 0.2,
+            relation: 0.1,
+            interaction_attention: 0.2,
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            visual_dim: 512,
+            audio_dim: 128,
+            audio_fc: false,
+            d_model: 256,
+            heads: 4,
+            num_classes: 28,
+            guide: Guide::CoGuide,
+            temporal: TemporalKind::BiLstm,
+            psi: 0.3,
+            beta: 0.4,
+            lambda: 0.6,
+            alpha: 0.1,
+            gamma: 0.3,
+            cas_top_k: 4,
+            contrastive: true,
+            noise_std: 0.1,
+            dropout: DropoutConfig::default(),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The same model with every dropout probability set to 0.
+    pub fn without_dropout(mut self) -> Self {
+        self.dropout = DropoutConfig {
+            visual_fc: 0.0,
+            coguide: 0.0,
+            relation: 0.0,
+            interaction_attention: 0.0,
+        };
+        self
+    }
+
+    /// ψ as the forward pass uses it (`Audio-Guide` forces 0).
+    pub fn effective_psi(&self) -> f64 {
+        match self.guide {
+            Guide::CoGuide => self.psi,
+            Guide::AudioGuide => 0.0,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.audio_dim != 128 && !self.audio_fc {
+            return Err(format!(
+                "audio_dim is {} but audio_fc is off: audio must be projected to 128 (set audio_fc = true)",
+                self.audio_dim
+            ));
+        }
+        if self.heads == 0 || self.d_model % self.heads != 0 {
+            return Err(format!(
+                "d_model {} is not divisible by heads {}",
+                self.d_model, self.heads
+            ));
+        }
+        if self.cas_top_k == 0 || self.cas_top_k > crate::T {
+            return Err(format!(
+                "cas_top_k must be in 1..={}, got {}",
+                crate::T,
+                self.cas_top_k
+            ));
+        }
+        for (name, p) in [
+            ("visual_fc", self.dropout.visual_fc),
+            ("coguide", self.dropout.coguide),
+            ("relation", self.dropout.relation),
+            ("interaction_attention", self.dropout.interaction_attention),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(format!("dropout.{name} must be in [0, 1), got {p}"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,4 @@
+//! Data: the AVE annotations and categories, and the AVE HDF5 layout (read, validate, write).
+
+pub mod annotations;
+pub mod ave;

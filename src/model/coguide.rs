@@ -1,0 +1,270 @@
+//! AVCA, audio-visual co-guidance attention (`Co_Guided_Attention`, REFERENCE §2.3 step 3):
+//! audio guides the visual map through channel and spatial attention, calibrated by a visual
+//! self-attention vector (β); the visual map guides audio through cross-attention over time (ψ).
+//!
+//! Where the code differs from the paper it is followed here, and marked "code:".
+
+use burn::module::Module;
+use burn::nn::{Dropout, LayerNorm, Linear};
+use burn::tensor::activation::{relu, sigmoid, softmax};
+use burn::tensor::{Device, Tensor};
+
+use super::nn::{dropout, layer_norm, linear};
+use super::state::{HasState, Prefix, StateVisitor};
+use super::trace::Trace;
+
+const NAME: &str = "spatial_channel_att";
+
+#[derive(Module, Debug)]
+pub struct CoGuidedAttention {
+    // Audio-guided channel attention (CMRAN style).
+    pub affine_video_1: Linear,
+    pub affine_audio_1: Linear,
+    pub affine_bottleneck: Linear,
+    pub affine_v_c_att: Linear,
+    // Audio-guided spatial attention.
+    pub affine_video_2: Linear,
+    pub affine_audio_2: Linear,
+    pub affine_v_s_att: Linear,
+    // Spatial self-attention #1 (feeds the self-calibration vector).
+    pub video_query: Linear,
+    pub video_key: Linear,
+    pub video_value: Linear,
+    pub v_norm: LayerNorm,
+    // Spatial self-attention #2 (feeds the visual query that guides audio).
+    pub video_query2: Linear,
+    pub video_key2: Linear,
+    pub video_value2: Linear,
+    /// code: built but never used; branch #2 is normalised with `v_norm` (REFERENCE §5.1.1).
+    pub v_norm2: LayerNorm,
+    // Self-calibration vector (paper Eq. 1).
+    pub affine_video_ave: Linear,
+    pub affine_video_3: Linear,
+    /// code: built but never used.
+    pub ave_bottleneck: Linear,
+    pub ave_v_att: Linear,
+    // Visual-guided audio attention (paper Eq. 3–6).
+    pub v_query: Linear,
+    pub vaudio_key: Linear,
+    pub vaudio_value: Linear,
+    pub audio_query: Linear,
+    pub audio_key: Linear,
+    pub audio_value: Linear,
+    pub a_norm: LayerNorm,
+    pub dropout: Dropout,
+    /// ψ: weight of the visual-guided calibration of audio (0 = "Audio-Guide").
+    pub psi: f64,
+    /// β: weight of the self-calibration of the audio-guided visual vector.
+    pub beta: f64,
+}
+
+/// Widths fixed by the official class: visual 512, audio 128, hidden 256, spatial q/k 512/4.
+const V: usize = 512;
+const A: usize = 128;
+const HID: usize = 256;
+const QK: usize = V / 4;
+
+impl CoGuidedAttention {
+    pub fn new(psi: f64, beta: f64, p: f64, device: &Device) -> Self {
+        Self {
+            affine_video_1: linear(V, V, device),
+            affine_audio_1: linear(A, V, device),
+            affine_bottleneck: linear(V, HID, device),
+            affine_v_c_att: linear(HID, V, device),
+            affine_video_2: linear(V, HID, device),
+            affine_audio_2: linear(A, HID, device),
+            affine_v_s_att: linear(HID, 1, device),
+            video_query: linear(V, QK, device),
+            video_key: linear(V, QK, device),
+            video_value: linear(V, V, device),
+            v_norm: layer_norm(V, device),
+            video_query2: linear(V, QK, device),
+            video_key2: linear(V, QK, device),
+            video_value2: linear(V, V, device),
+            v_norm2: layer_norm(V, device),
+            affine_video_ave: linear(V, HID, device),
+            affine_video_3: linear(V, HID, device),
+            ave_bottleneck: linear(V, HID, device),
+            ave_v_att: linear(HID, 1, device),
+            v_query: linear(V, A, device),
+            vaudio_key: linear(A, A, device),
+            vaudio_value: linear(A, A, device),
+            audio_query: linear(A, A, device),
+            audio_key: linear(A, A, device),
+            audio_value: linear(A, A, device),
+            a_norm: layer_norm(A, device),
+            dropout: dropout(p),
+            psi,
+            beta,
+        }
+    }
+
+    /// Spatial self-attention over the 49 cells, no 1/√d scaling:
+    /// `LN_v_norm(X + Drop(softmax(q(X) k(X)ᵀ) v(X)))`. `x [B, T, 49, 512]` → `[BT, 49, 512]`.
+    fn spatial_self_attention(
+        &self,
+        x: &Tensor<4>,
+        q: &Linear,
+        k: &Linear,
+        v: &Linear,
+        names: Option<(&str, &str)>,
+        trace: &mut Trace,
+    ) -> Tensor<3> {
+        let [b, t, cells, c] = x.dims();
+        let query = q.forward(x.clone());
+        let key = k.forward(x.clone());
+        if let Some((qn, kn)) = names {
+            trace.record(qn, &query);
+            trace.record(kn, &key);
+        }
+        let flat = |y: Tensor<4>| {
+            let d = y.dims()[3];
+            y.reshape([b * t, cells, d])
+        };
+        let scores = softmax(flat(query).matmul(flat(key).swap_dims(1, 2)), 2); // [BT, 49, 49]
+        let attended = scores.matmul(flat(v.forward(x.clone())));
+        let x = x.clone().reshape([b * t, cells, c]);
+        self.v_norm.forward(x + self.dropout.forward(attended))
+    }
+
+    /// `visual [B, T, 7, 7, 512]` (after `v_fc`), `audio [B, T, 128]` →
+    /// `(v_out [B, T, 512], a_out [B, T, 128])`.
+    pub fn forward(
+        &self,
+        visual: Tensor<5>,
+        audio: Tensor<3>,
+        trace: &mut Trace,
+    ) -> (Tensor<3>, Tensor<3>) {
+        let [b, t, h, w, c] = visual.dims();
+        let bt = b * t;
+        let cells = h * w;
+        let x4 = visual.reshape([b, t, cells, c]);
+        let x = x4.clone().reshape([bt, cells, c]); // raw visual X
+        let a_flat = audio.clone().reshape([bt, A]); // A_f
+
+        // 3.1 / 3.2: two spatial self-attention branches; code: both use `v_norm`.
+        let names = (format!("{NAME}.video_query"), format!("{NAME}.video_key"));
+        let g1 = self.spatial_self_attention(
+            &x4,
+            &self.video_query,
+            &self.video_key,
+            &self.video_value,
+            Some((&names.0, &names.1)),
+            trace,
+        );
+        trace.record(&format!("{NAME}.v_norm"), &g1);
+        let g2 = self.spatial_self_attention(
+            &x4,
+            &self.video_query2,
+            &self.video_key2,
+            &self.video_value2,
+            None,
+            trace,
+        );
+        trace.record(&format!("{NAME}.v_norm@call1"), &g2);
+
+        // 3.3 Self-calibration vector c_self (paper Eq. 1).
+        let m = self
+            .affine_video_ave
+            .forward(g1.clone().mean_dim(1).reshape([bt, c]));
+        trace.record(&format!("{NAME}.affine_video_ave"), &m);
+        let q = relu(self.affine_video_3.forward(g1.clone())) * relu(m).unsqueeze_dim(1); // [BT, 49, 256]
+        let logits = self.ave_v_att.forward(q); // [BT, 49, 1]
+        trace.record(&format!("{NAME}.ave_v_att"), &logits);
+        let w_self = softmax(logits.tanh(), 1).swap_dims(1, 2); // [BT, 1, 49]
+        let c_self = w_self.matmul(g1.clone()).reshape([bt, c]);
+
+        // 3.4 Audio-guided channel attention.
+        let qa = self.affine_audio_1.forward(a_flat.clone());
+        trace.record(&format!("{NAME}.affine_audio_1"), &qa);
+        let qv = relu(self.affine_video_1.forward(g1));
+        let z = (relu(qa).unsqueeze_dim(1) * qv)
+            .mean_dim(1)
+            .reshape([bt, c]);
+        let z = self.affine_bottleneck.forward(z);
+        trace.record(&format!("{NAME}.affine_bottleneck"), &z);
+        let ch = self.affine_v_c_att.forward(relu(z));
+        trace.record(&format!("{NAME}.affine_v_c_att"), &ch);
+        // code: the channel weights rescale the raw X, not G1.
+        let xc = x * (sigmoid(ch) + 1.0).unsqueeze_dim(1); // [BT, 49, 512]
+
+        // 3.5 Audio-guided spatial attention.
+        let qa2 = self.affine_audio_2.forward(a_flat);
+        trace.record(&format!("{NAME}.affine_audio_2"), &qa2);
+        let u = relu(self.affine_video_2.forward(xc.clone())) * relu(qa2).unsqueeze_dim(1);
+        let logits = self.affine_v_s_att.forward(u); // [BT, 49, 1]
+        trace.record(&format!("{NAME}.affine_v_s_att"), &logits);
+        let w_sp = softmax(logits.tanh(), 1).swap_dims(1, 2); // [BT, 1, 49]
+        let vcs = w_sp.matmul(xc).reshape([bt, c]);
+
+        // 3.6 v_out = vcs + β·σ(c_self)⊙vcs (paper Eq. 2).
+        let v_out = (vcs.clone() + sigmoid(c_self).mul_scalar(self.beta) * vcs).reshape([b, t, c]);
+
+        // 3.7 Audio temporal self-attention; code: adds dropout, residual and LayerNorm.
+        let aq = self.audio_query.forward(audio.clone());
+        let ak = self.audio_key.forward(audio.clone());
+        let av = self.audio_value.forward(audio.clone());
+        trace.record(&format!("{NAME}.audio_query"), &aq);
+        trace.record(&format!("{NAME}.audio_key"), &ak);
+        trace.record(&format!("{NAME}.audio_value"), &av);
+        let sa = softmax(aq.matmul(ak.swap_dims(1, 2)), 2); // [B, T, T]
+        let ag = self
+            .a_norm
+            .forward(audio.clone() + self.dropout.forward(sa.matmul(av)));
+        trace.record(&format!("{NAME}.a_norm"), &ag);
+
+        // 3.8 Visual-guided audio attention; code: the query comes from branch #2.
+        let qv2 = self.v_query.forward(g2.mean_dim(1).reshape([b, t, c]));
+        let kv = self.vaudio_key.forward(ag.clone());
+        let vv = self.vaudio_value.forward(ag);
+        trace.record(&format!("{NAME}.v_query"), &qv2);
+        trace.record(&format!("{NAME}.vaudio_key"), &kv);
+        trace.record(&format!("{NAME}.vaudio_value"), &vv);
+        let a_tilde = softmax(qv2.matmul(kv.swap_dims(1, 2)), 2).matmul(vv);
+
+        // 3.9 a_out = A + ψ·σ(ã)⊙A (paper Eq. 6), on the raw A.
+        let a_out = audio.clone() + sigmoid(a_tilde).mul_scalar(self.psi) * audio;
+        trace.record(&format!("{NAME}:visual_out"), &v_out);
+        trace.record(&format!("{NAME}:audio_out"), &a_out);
+        (v_out, a_out)
+    }
+}
+
+impl HasState for CoGuidedAttention {
+    fn visit_state<V: StateVisitor>(&mut self, at: &Prefix, v: &mut V) {
+        let used: [(&str, &mut Linear); 7] = [
+            ("affine_video_1", &mut self.affine_video_1),
+            ("affine_audio_1", &mut self.affine_audio_1),
+            ("affine_bottleneck", &mut self.affine_bottleneck),
+            ("affine_v_c_att", &mut self.affine_v_c_att),
+            ("affine_video_2", &mut self.affine_video_2),
+            ("affine_audio_2", &mut self.affine_audio_2),
+            ("affine_v_s_att", &mut self.affine_v_s_att),
+        ];
+        for (name, l) in used {
+            l.visit_state(&at.child(name), v);
+        }
+        self.video_query.visit_state(&at.child("video_query"), v);
+        self.video_key.visit_state(&at.child("video_key"), v);
+        self.video_value.visit_state(&at.child("video_value"), v);
+        self.v_norm.visit_state(&at.child("v_norm"), v);
+        self.video_query2.visit_state(&at.child("video_query2"), v);
+        self.video_key2.visit_state(&at.child("video_key2"), v);
+        self.video_value2.visit_state(&at.child("video_value2"), v);
+        self.v_norm2.visit_state(&at.unused("v_norm2"), v);
+        self.affine_video_ave
+            .visit_state(&at.child("affine_video_ave"), v);
+        self.affine_video_3
+            .visit_state(&at.child("affine_video_3"), v);
+        self.ave_bottleneck
+            .visit_state(&at.unused("ave_bottleneck"), v);
+        self.ave_v_att.visit_state(&at.child("ave_v_att"), v);
+        self.v_query.visit_state(&at.child("v_query"), v);
+        self.vaudio_key.visit_state(&at.child("vaudio_key"), v);
+        self.vaudio_value.visit_state(&at.child("vaudio_value"), v);
+        self.audio_query.visit_state(&at.child("audio_query"), v);
+        self.audio_key.visit_state(&at.child("audio_key"), v);
+        self.audio_value.visit_state(&at.child("audio_value"), v);
+        self.a_norm.visit_state(&at.child("a_norm"), v);
+    }
+}

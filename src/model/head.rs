@@ -1,0 +1,111 @@
+//! Localisation head with BECE, background-event contrast enhancement
+//! (`SupvLocalizeModule`, REFERENCE §2.3 step 15).
+//!
+//! One non-linear projector `P = ReLU(Lin(F_av))` serves two purposes: its L2-normalised output
+//! is the query view `q` of the supervised contrastive loss, and once BECE is switched on it is
+//! mixed back into the event/background classifier's input, `F_o = F_av + λ·P`. The key view
+//! `k` is the same projector applied to `F_av` plus Gaussian noise (σ = 0.1).
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Distribution, Tensor};
+
+use super::nn::linear;
+use super::state::{HasState, Prefix, StateVisitor};
+use super::trace::Trace;
+
+const NAME: &str = "localize_module";
+
+#[derive(Module, Debug)]
+pub struct LocalizationHead {
+    /// Event/background classifier, 256 → 1 (logits).
+    pub classifier: Linear,
+    /// BECE projector (`encoder_q.0` in the state dict: the Linear of `Sequential(Linear, ReLU)`).
+    pub encoder_q: Linear,
+    /// Category classifier on the max over time, 256 → 28.
+    pub event_classifier: Linear,
+    /// λ: weight of the projected feature mixed into the event/background input.
+    pub lambda: f64,
+    /// σ of the Gaussian noise that makes the key view.
+    pub noise_std: f64,
+}
+
+/// What the head returns (batch-first).
+pub struct HeadOutput {
+    /// `[B, T]` event/background logits.
+    pub is_event: Tensor<2>,
+    /// `[B, 28]` category logits before the `+ γ·av_score` term.
+    pub class_logits: Tensor<2>,
+    /// `[B, T, d]` unit query view.
+    pub q: Tensor<3>,
+    /// `[B, T, d]` unit key view.
+    pub k: Tensor<3>,
+}
+
+/// `x / max(‖x‖₂, 1e-12)` over the last axis, like `F.normalize`.
+pub fn l2_normalize(x: Tensor<3>) -> Tensor<3> {
+    let norm = x.clone().square().sum_dim(2).sqrt().clamp_min(1e-12);
+    x / norm
+}
+
+impl LocalizationHead {
+    pub fn new(d: usize, num_classes: usize, lambda: f64, noise_std: f64, device: &Device) -> Self {
+        Self {
+            classifier: linear(d, 1, device),
+            encoder_q: linear(d, d, device),
+            event_classifier: linear(d, num_classes, device),
+            lambda,
+            noise_std,
+        }
+    }
+
+    /// `fused [B, T, d]` = F_av. `bece_on` is the official `contrastive_switch` (off during
+    /// the warm-up epochs, on afterwards and in evaluation). `noise [B, T, d]` is the standard
+    /// normal draw of the key view; `None` draws a fresh one (code: also in eval mode).
+    pub fn forward(
+        &self,
+        fused: Tensor<3>,
+        bece_on: bool,
+        noise: Option<Tensor<3>>,
+        trace: &mut Trace,
+    ) -> HeadOutput {
+        let [b, t, d] = fused.dims();
+        trace.record(&format!("{NAME}.input"), &fused);
+        let p = relu(self.encoder_q.forward(fused.clone()));
+        trace.record(&format!("{NAME}.encoder_q"), &p);
+        let f_o = if bece_on {
+            fused.clone() + p.clone().mul_scalar(self.lambda)
+        } else {
+            fused.clone()
+        };
+        let is_event = self.classifier.forward(f_o);
+        trace.record(&format!("{NAME}.classifier"), &is_event);
+
+        let noise = noise.unwrap_or_else(|| fused.random_like(Distribution::Normal(0.0, 1.0)));
+        let k = relu(
+            self.encoder_q
+                .forward(fused.clone() + noise.mul_scalar(self.noise_std)),
+        );
+        trace.record(&format!("{NAME}.encoder_q@call1"), &k);
+
+        let pooled = fused.max_dim(1).reshape([b, d]); // max over time
+        let class_logits = self.event_classifier.forward(pooled);
+        trace.record(&format!("{NAME}.event_classifier"), &class_logits);
+        HeadOutput {
+            is_event: is_event.reshape([b, t]),
+            class_logits,
+            q: l2_normalize(p),
+            k: l2_normalize(k),
+        }
+    }
+}
+
+impl HasState for LocalizationHead {
+    fn visit_state<V: StateVisitor>(&mut self, at: &Prefix, v: &mut V) {
+        self.classifier.visit_state(&at.child("classifier"), v);
+        self.encoder_q.visit_state(&at.child("encoder_q.0"), v);
+        self.event_classifier
+            .visit_state(&at.child("event_classifier"), v);
+    }
+}

@@ -1,0 +1,284 @@
+//! Building blocks with PyTorch semantics: linear layers initialised like `nn.Linear`,
+//! `nn.MultiheadAttention` with its packed `in_proj_weight`, and `nn.LSTM` with its packed gates.
+//!
+//! Tensors here are batch-first (`[B, L, E]`); the official relation modules run sequence-first,
+//! which changes nothing numerically (attention and LayerNorm act per batch element).
+
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::{sigmoid, softmax};
+use burn::tensor::{Device, Distribution, Tensor};
+
+use super::state::{HasState, Layout, Prefix, StateVisitor};
+use super::trace::Trace;
+
+/// `nn.Linear(d_in, d_out)`: weights and bias uniform in ±1/√d_in, as PyTorch initialises them.
+pub fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
+    LinearConfig::new(d_in, d_out).init(device)
+}
+
+/// `nn.LayerNorm(d)`: eps 1e-5, weight 1, bias 0.
+pub fn layer_norm(d: usize, device: &Device) -> LayerNorm {
+    LayerNormConfig::new(d).with_epsilon(1e-5).init(device)
+}
+
+pub fn dropout(p: f64) -> Dropout {
+    DropoutConfig::new(p).init()
+}
+
+fn uniform_param<const D: usize>(
+    shape: [usize; D],
+    bound: f64,
+    device: &Device,
+) -> Param<Tensor<D>> {
+    Param::from_tensor(Tensor::random(
+        shape,
+        Distribution::Uniform(-bound, bound),
+        device,
+    ))
+}
+
+/// Re-creates every parameter with a fresh id and the same values. The official encoders are
+/// `deepcopy`s of one template layer, so their layers start equal but train independently.
+pub fn fresh_copy<M: Module>(m: &M) -> M {
+    m.clone().map(&mut FreshIds)
+}
+
+struct FreshIds;
+
+impl burn::module::ModuleMapper for FreshIds {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let value = param.val();
+        Param::from_tensor(value.inner().detach()).set_require_grad(true)
+    }
+}
+
+/// `nn.MultiheadAttention(E, heads)` without masks, with weights averaged over heads like
+/// PyTorch's `need_weights=True`.
+#[derive(Module, Debug)]
+pub struct MultiheadAttention {
+    /// `[E, 3E]` = PyTorch `in_proj_weight` `[3E, E]` (rows `[W_q; W_k; W_v]`) transposed.
+    pub in_proj_weight: Param<Tensor<2>>,
+    pub in_proj_bias: Param<Tensor<1>>,
+    pub out_proj: Linear,
+    pub attn_dropout: Dropout,
+    heads: usize,
+}
+
+impl MultiheadAttention {
+    pub fn new(d: usize, heads: usize, attn_dropout: f64, device: &Device) -> Self {
+        // PyTorch: xavier_uniform_ on in_proj_weight, zero in_proj_bias and out_proj.bias.
+        let bound = (6.0 / (d + 3 * d) as f64).sqrt();
+        let out_proj = linear(d, d, device);
+        let out_proj = Linear {
+            bias: Some(Param::from_tensor(Tensor::zeros([d], device))),
+            ..out_proj
+        };
+        Self {
+            in_proj_weight: uniform_param([d, 3 * d], bound, device),
+            in_proj_bias: Param::from_tensor(Tensor::zeros([3 * d], device)),
+            out_proj,
+            attn_dropout: dropout(attn_dropout),
+            heads,
+        }
+    }
+
+    /// `query [B, Lq, E]`, `memory [B, Lk, E]` (keys = values) → `[B, Lq, E]`.
+    /// Records `<name>:attn_output` and `<name>:attn_weights` (`[B, Lq, Lk]`, head mean).
+    pub fn forward(
+        &self,
+        query: Tensor<3>,
+        memory: Option<Tensor<3>>,
+        name: &str,
+        trace: &mut Trace,
+    ) -> Tensor<3> {
+        let [b, lq, e] = query.dims();
+        let w = self.in_proj_weight.val();
+        let bias = self.in_proj_bias.val();
+        let (q, k, v) = match memory {
+            // Self-attention: one [E, 3E] multiply instead of three.
+            None => {
+                let qkv = burn::tensor::module::linear(query, w, Some(bias));
+                let mut parts = qkv.chunk(3, 2).into_iter();
+                (
+                    parts.next().unwrap(),
+                    parts.next().unwrap(),
+                    parts.next().unwrap(),
+                )
+            }
+            Some(memory) => {
+                let q = burn::tensor::module::linear(
+                    query,
+                    w.clone().narrow(1, 0, e),
+                    Some(bias.clone().narrow(0, 0, e)),
+                );
+                let kv = burn::tensor::module::linear(
+                    memory,
+                    w.narrow(1, e, 2 * e),
+                    Some(bias.narrow(0, e, 2 * e)),
+                );
+                let mut parts = kv.chunk(2, 2).into_iter();
+                (q, parts.next().unwrap(), parts.next().unwrap())
+            }
+        };
+        let lk = k.dims()[1];
+        let h = self.heads;
+        let dh = e / h;
+        let split = |x: Tensor<3>, l: usize| x.reshape([b, l, h, dh]).swap_dims(1, 2); // [B, H, L, dh]
+        let q = split(q, lq).mul_scalar(1.0 / (dh as f64).sqrt());
+        let (k, v) = (split(k, lk), split(v, lk));
+        let weights = softmax(q.matmul(k.swap_dims(2, 3)), 3); // [B, H, Lq, Lk]
+        if trace.is_on() {
+            trace.record(
+                &format!("{name}:attn_weights"),
+                &weights.clone().mean_dim(1).reshape([b, lq, lk]),
+            );
+        }
+        let ctx = self.attn_dropout.forward(weights).matmul(v); // [B, H, Lq, dh]
+        let out = self
+            .out_proj
+            .forward(ctx.swap_dims(1, 2).reshape([b, lq, e]));
+        trace.record(&format!("{name}:attn_output"), &out);
+        out
+    }
+}
+
+impl HasState for MultiheadAttention {
+    fn visit_state<V: StateVisitor>(&mut self, at: &Prefix, v: &mut V) {
+        v.visit(
+            &at.key("in_proj_weight"),
+            at.used,
+            &mut self.in_proj_weight,
+            Layout::Transposed,
+        );
+        v.visit(
+            &at.key("in_proj_bias"),
+            at.used,
+            &mut self.in_proj_bias,
+            Layout::Same,
+        );
+        self.out_proj.visit_state(&at.child("out_proj"), v);
+    }
+}
+
+/// One direction of a one-layer `nn.LSTM`, gates packed in PyTorch order i, f, g, o.
+#[derive(Module, Debug)]
+pub struct LstmDirection {
+    /// `[in, 4H]` = PyTorch `weight_ih_l0` `[4H, in]` transposed.
+    pub weight_ih: Param<Tensor<2>>,
+    /// `[H, 4H]` = PyTorch `weight_hh_l0` transposed.
+    pub weight_hh: Param<Tensor<2>>,
+    pub bias_ih: Param<Tensor<1>>,
+    pub bias_hh: Param<Tensor<1>>,
+    hidden: usize,
+}
+
+impl LstmDirection {
+    pub fn new(d_in: usize, hidden: usize, device: &Device) -> Self {
+        // PyTorch initialises every LSTM tensor uniform in ±1/√H.
+        let bound = 1.0 / (hidden as f64).sqrt();
+        Self {
+            weight_ih: uniform_param([d_in, 4 * hidden], bound, device),
+            weight_hh: uniform_param([hidden, 4 * hidden], bound, device),
+            bias_ih: uniform_param([4 * hidden], bound, device),
+            bias_hh: uniform_param([4 * hidden], bound, device),
+            hidden,
+        }
+    }
+
+    /// `x [B, T, in]` → `[B, T, H]`, zero initial state; `reverse` runs t = T-1 → 0 and places
+    /// the output of step t at t.
+    pub fn forward(&self, x: Tensor<3>, reverse: bool) -> Tensor<3> {
+        let [b, t_len, _] = x.dims();
+        let hdim = self.hidden;
+        // Input projection of all steps at once; both biases folded in.
+        let bias = self.bias_ih.val() + self.bias_hh.val();
+        let xp = burn::tensor::module::linear(x, self.weight_ih.val(), Some(bias)); // [B, T, 4H]
+        let w_hh = self.weight_hh.val();
+        let device = xp.device();
+        let mut h = Tensor::<2>::zeros([b, hdim], &device);
+        let mut c = Tensor::<2>::zeros([b, hdim], &device);
+        let mut outputs: Vec<Option<Tensor<2>>> = vec![None; t_len];
+        for step in 0..t_len {
+            let t = if reverse { t_len - 1 - step } else { step };
+            let gates = xp.clone().narrow(1, t, 1).reshape([b, 4 * hdim]) + h.matmul(w_hh.clone());
+            let mut g = gates.chunk(4, 1).into_iter();
+            let (i, f, gg, o) = (
+                g.next().unwrap(),
+                g.next().unwrap(),
+                g.next().unwrap(),
+                g.next().unwrap(),
+            );
+            c = sigmoid(f) * c + sigmoid(i) * gg.tanh();
+            h = sigmoid(o) * c.clone().tanh();
+            outputs[t] = Some(h.clone());
+        }
+        Tensor::stack(outputs.into_iter().map(Option::unwrap).collect(), 1)
+    }
+
+    fn visit_state_suffixed<V: StateVisitor>(&mut self, at: &Prefix, suffix: &str, v: &mut V) {
+        v.visit(
+            &at.key(&format!("weight_ih_l0{suffix}")),
+            at.used,
+            &mut self.weight_ih,
+            Layout::Transposed,
+        );
+        v.visit(
+            &at.key(&format!("weight_hh_l0{suffix}")),
+            at.used,
+            &mut self.weight_hh,
+            Layout::Transposed,
+        );
+        v.visit(
+            &at.key(&format!("bias_ih_l0{suffix}")),
+            at.used,
+            &mut self.bias_ih,
+            Layout::Same,
+        );
+        v.visit(
+            &at.key(&format!("bias_hh_l0{suffix}")),
+            at.used,
+            &mut self.bias_hh,
+            Layout::Same,
+        );
+    }
+}
+
+/// One-layer LSTM, batch-first; bidirectional outputs are `[forward ‖ backward]`.
+#[derive(Module, Debug)]
+pub struct Lstm {
+    pub forward_dir: LstmDirection,
+    pub reverse_dir: Option<LstmDirection>,
+}
+
+impl Lstm {
+    pub fn new(d_in: usize, hidden: usize, bidirectional: bool, device: &Device) -> Self {
+        let forward_dir = LstmDirection::new(d_in, hidden, device);
+        let reverse_dir = bidirectional.then(|| LstmDirection::new(d_in, hidden, device));
+        Self {
+            forward_dir,
+            reverse_dir,
+        }
+    }
+
+    /// `[B, T, in]` → `[B, T, H]` or `[B, T, 2H]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        match &self.reverse_dir {
+            None => self.forward_dir.forward(x, false),
+            Some(rev) => {
+                let fwd = self.forward_dir.forward(x.clone(), false);
+                let bwd = rev.forward(x, true);
+                Tensor::cat(vec![fwd, bwd], 2)
+            }
+        }
+    }
+}
+
+impl HasState for Lstm {
+    fn visit_state<V: StateVisitor>(&mut self, at: &Prefix, v: &mut V) {
+        self.forward_dir.visit_state_suffixed(at, "", v);
+        if let Some(rev) = self.reverse_dir.as_mut() {
+            rev.visit_state_suffixed(at, "_reverse", v);
+        }
+    }
+}

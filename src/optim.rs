@@ -1,0 +1,222 @@
+//! What burn lacks for the official schedule, written once: gradients by state-dict key,
+//! PyTorch's global-norm clipping (`clip_grad_norm_`), PyTorch's Adam (parameters without a
+//! gradient get no state and no step, REFERENCE §4.3), and `MultiStepLR`.
+
+use std::collections::HashMap;
+
+use burn::module::Param;
+use burn::tensor::{Gradients, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::model::state::{HasState, Layout, Prefix, StateVisitor};
+
+/// Gradients of a module's parameters, by state-dict key, flattened, in burn's layout.
+/// Parameters that received no gradient are absent (PyTorch's `grad is None`).
+pub struct KeyedGrads {
+    pub grads: Vec<(String, Tensor<1>)>,
+}
+
+impl KeyedGrads {
+    pub fn collect<M: HasState + Clone>(module: &M, grads: &Gradients) -> Self {
+        struct Collect<'a> {
+            grads: &'a Gradients,
+            out: Vec<(String, Tensor<1>)>,
+        }
+        impl StateVisitor for Collect<'_> {
+            fn visit<const D: usize>(
+                &mut self,
+                key: &str,
+                _used: bool,
+                param: &mut Param<Tensor<D>>,
+                _layout: Layout,
+            ) {
+                if let Some(g) = param.val().grad(self.grads) {
+                    let n = g.shape().num_elements();
+                    self.out.push((key.to_string(), g.reshape([n])));
+                }
+            }
+        }
+        let mut c = Collect {
+            grads,
+            out: Vec::new(),
+        };
+        module.clone().visit_state(&Prefix::root(), &mut c);
+        Self { grads: c.out }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Tensor<1>> {
+        self.grads.iter().find(|(k, _)| k == key).map(|(_, g)| g)
+    }
+
+    /// Global L2 norm over every gradient.
+    pub fn global_norm(&self) -> f64 {
+        let sq: f64 = self
+            .grads
+            .iter()
+            .map(|(_, g)| g.clone().square().sum().into_scalar::<f32>() as f64)
+            .sum();
+        sq.sqrt()
+    }
+
+    /// `torch.nn.utils.clip_grad_norm_`: if the global norm exceeds `max_norm`, every gradient
+    /// is scaled by `max_norm / (norm + 1e-6)`. Returns the norm before clipping.
+    pub fn clip_global_norm(&mut self, max_norm: f64) -> f64 {
+        let norm = self.global_norm();
+        let coef = max_norm / (norm + 1e-6);
+        if coef < 1.0 {
+            for (_, g) in self.grads.iter_mut() {
+                *g = g.clone().mul_scalar(coef);
+            }
+        }
+        norm
+    }
+}
+
+/// Adam as PyTorch implements it (no weight decay, no amsgrad).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdamConfig {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+}
+
+impl Default for AdamConfig {
+    /// The official run: lr 7e-4, betas (0.9, 0.999), eps 1e-8.
+    fn default() -> Self {
+        Self {
+            lr: 7e-4,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
+/// Per-parameter moments, keyed by state-dict key.
+pub struct AdamState {
+    pub step: u64,
+    pub exp_avg: Tensor<1>,
+    pub exp_avg_sq: Tensor<1>,
+}
+
+pub struct Adam {
+    pub config: AdamConfig,
+    pub state: HashMap<String, AdamState>,
+}
+
+impl Adam {
+    pub fn new(config: AdamConfig) -> Self {
+        Self {
+            config,
+            state: HashMap::new(),
+        }
+    }
+
+    /// One step with learning rate `lr` on every parameter that has a gradient in `grads`.
+    pub fn step<M: HasState>(&mut self, module: &mut M, grads: &KeyedGrads, lr: f64) {
+        let by_key: HashMap<&str, &Tensor<1>> =
+            grads.grads.iter().map(|(k, g)| (k.as_str(), g)).collect();
+        let mut update = Update {
+            adam: self,
+            grads: by_key,
+            lr,
+        };
+        module.visit_state(&Prefix::root(), &mut update);
+    }
+}
+
+struct Update<'a> {
+    adam: &'a mut Adam,
+    grads: HashMap<&'a str, &'a Tensor<1>>,
+    lr: f64,
+}
+
+impl StateVisitor for Update<'_> {
+    fn visit<const D: usize>(
+        &mut self,
+        key: &str,
+        _used: bool,
+        param: &mut Param<Tensor<D>>,
+        _layout: Layout,
+    ) {
+        let Some(&grad) = self.grads.get(key) else {
+            return;
+        };
+        let c = &self.adam.config;
+        let grad = grad.clone();
+        let st = self
+            .adam
+            .state
+            .entry(key.to_string())
+            .or_insert_with(|| AdamState {
+                step: 0,
+                exp_avg: grad.zeros_like(),
+                exp_avg_sq: grad.zeros_like(),
+            });
+        st.step += 1;
+        st.exp_avg =
+            st.exp_avg.clone().mul_scalar(c.beta1) + grad.clone().mul_scalar(1.0 - c.beta1);
+        st.exp_avg_sq =
+            st.exp_avg_sq.clone().mul_scalar(c.beta2) + grad.square().mul_scalar(1.0 - c.beta2);
+        let bias1 = 1.0 - c.beta1.powi(st.step as i32);
+        let bias2 = 1.0 - c.beta2.powi(st.step as i32);
+        let denom = st
+            .exp_avg_sq
+            .clone()
+            .sqrt()
+            .div_scalar(bias2.sqrt())
+            .add_scalar(c.eps);
+        let delta = (st.exp_avg.clone() / denom).mul_scalar(self.lr / bias1);
+
+        let value = param.val();
+        let dims = value.dims();
+        let was_tracked = value.is_require_grad();
+        let plain = value.inner().detach();
+        let new = plain.clone() - delta.reshape(dims);
+        let new = if was_tracked {
+            new.autodiff().require_grad()
+        } else {
+            new
+        };
+        *param = Param::initialized(param.id, new);
+    }
+}
+
+/// `MultiStepLR`: the rate is multiplied by `gamma` at each milestone epoch (official:
+/// 7e-4 halved after epochs 10, 20 and 30).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MultiStepLr {
+    pub base_lr: f64,
+    pub milestones: Vec<usize>,
+    pub gamma: f64,
+}
+
+impl MultiStepLr {
+    /// Learning rate used during (0-based) `epoch`.
+    pub fn lr(&self, epoch: usize) -> f64 {
+        let passed = self.milestones.iter().filter(|&&m| epoch >= m).count();
+        self.base_lr * self.gamma.powi(passed as i32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multistep_matches_official_schedule() {
+        let s = MultiStepLr {
+            base_lr: 7e-4,
+            milestones: vec![10, 20, 30],
+            gamma: 0.5,
+        };
+        assert_eq!(s.lr(0), 7e-4);
+        assert_eq!(s.lr(9), 7e-4);
+        assert_eq!(s.lr(10), 3.5e-4);
+        assert_eq!(s.lr(19), 3.5e-4);
+        assert_eq!(s.lr(20), 1.75e-4);
+        assert_eq!(s.lr(30), 8.75e-5);
+        assert_eq!(s.lr(199), 8.75e-5);
+    }
+}
