@@ -6,6 +6,8 @@
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod device;
+pub mod inference;
 pub mod loss;
 pub mod metric;
 pub mod model;

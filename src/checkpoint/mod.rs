@@ -13,7 +13,7 @@ pub mod pth;
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -261,8 +261,7 @@ pub fn load(path: &Path, config: Option<ModelConfig>, device: &Device) -> Result
         .validate()
         .map_err(|e| anyhow::anyhow!("checkpoint {}: invalid model config: {e}", path.display()))?;
     let mut model = CaceNet::new(&config, device);
-    load_state_dict(&mut model, sd.clone(), device, path)
-        .with_context(|| format!("loading {}", path.display()))?;
+    load_state_dict(&mut model, sd.clone(), device, path)?;
     Ok(Loaded {
         model,
         config,

@@ -50,8 +50,13 @@ pub fn write(dir: &Path, sd: &StateDict, config: &ModelConfig) -> Result<()> {
         .zip(&bytes)
         .map(|((k, t), b)| Ok((k.clone(), TensorView::new(Dtype::F32, t.shape.clone(), b)?)))
         .collect::<Result<_, safetensors::SafeTensorError>>()?;
-    let metadata =
-        std::collections::HashMap::from([("format".to_string(), "cace-net".to_string())]);
+    // safetensors orders its header by name; the key order (the official state-dict order) is
+    // kept in the metadata.
+    let keys: Vec<&str> = sd.entries.iter().map(|(k, _)| k.as_str()).collect();
+    let metadata = std::collections::HashMap::from([
+        ("format".to_string(), "cace-net".to_string()),
+        ("keys".to_string(), serde_json::to_string(&keys)?),
+    ]);
     let blob = safetensors::serialize(views, Some(metadata))?;
     write_atomic(&dir.join(WEIGHTS_FILE), &blob)?;
     write_atomic(
@@ -86,9 +91,16 @@ pub fn read(path: &Path) -> Result<(StateDict, ModelConfig)> {
             weights.display()
         )
     })?;
-    // safetensors sorts its header; keep the writer's order by sorting on data offset.
     let mut named: Vec<(String, TensorView<'_>)> = st.tensors();
-    named.sort_by_key(|(_, v)| v.data().as_ptr() as usize);
+    let (_, header) = SafeTensors::read_metadata(&bytes)?;
+    let order: Vec<String> = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("keys"))
+        .and_then(|k| serde_json::from_str(k).ok())
+        .unwrap_or_default();
+    let rank = |name: &str| order.iter().position(|k| k == name).unwrap_or(usize::MAX);
+    named.sort_by(|(a, _), (b, _)| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)));
     let mut sd = StateDict::default();
     for (name, view) in named {
         let data: Vec<f32> = match view.dtype() {

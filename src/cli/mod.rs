@@ -1,0 +1,37 @@
+//! Subcommands: thin wrappers that parse arguments, call the library and print.
+
+mod import;
+mod info;
+mod predict;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cace",
+    version,
+    about = "CACE-Net audio-visual event localization (AVE), on burn"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert an official CACE-Net checkpoint (.pth.tar) into a native checkpoint directory.
+    Import(import::Args),
+    /// Run a checkpoint on a split of an AVE-layout dataset and write per-video JSON.
+    Predict(predict::Args),
+    /// Print a checkpoint's (or the default model's) config and parameter counts.
+    Info(info::Args),
+}
+
+pub fn run() -> Result<()> {
+    match Cli::parse().command {
+        Command::Import(a) => import::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Info(a) => info::run(a),
+    }
+}

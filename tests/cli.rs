@@ -1,0 +1,281 @@
+//! The `cace` binary end to end: `import`, `predict` and `info` on the golden checkpoint and
+//! inputs written into an AVE-layout directory (the acceptance check), both checkpoint
+//! formats, a float32 official checkpoint, and clear errors on bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cace_net::checkpoint::{native, pth};
+use cace_net::data::ave::{FeatureDType, Split, write_features};
+use common::golden::{assert_close, checkpoint as golden_ckpt, golden};
+use serde_json::Value;
+
+fn cace(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cace"))
+        .args(args)
+        .output()
+        .expect("run cace");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cace-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The golden inputs as a 3-row AVE dataset (float64 features, like the real files); the test
+/// split lists the rows in order.
+fn golden_dataset(dir: &Path) {
+    let g = golden();
+    let (vs, v) = g.f32("input/visual");
+    let (as_, a) = g.f32("input/audio");
+    let (_, l) = g.f32("input/labels");
+    let v64: Vec<f64> = v.iter().map(|&x| x as f64).collect();
+    let a64: Vec<f64> = a.iter().map(|&x| x as f64).collect();
+    let orders = vec![(Split::Test, vec![0, 1, 2])];
+    write_features(
+        dir,
+        &v64,
+        &vs,
+        &a64,
+        &as_,
+        Some(&l),
+        &orders,
+        FeatureDType::F64,
+    )
+    .unwrap();
+}
+
+fn predict_json(checkpoint: &Path, data: &Path, out: &Path) -> Value {
+    let (ok, stdout, stderr) = cace(&[
+        "predict",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--split",
+        "test",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "cace predict failed: {stderr}");
+    assert!(stdout.contains("accuracy: 23.33 %"), "stdout: {stdout}");
+    serde_json::from_slice(&std::fs::read(out).unwrap()).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// Checks `cace predict` output against `out64/*`, `out/pred` and `out/accuracy`.
+fn check_against_golden(json: &Value) {
+    let g = golden();
+    let videos = json["videos"].as_array().unwrap();
+    assert_eq!(videos.len(), 3);
+    let logits: Vec<f32> = videos
+        .iter()
+        .flat_map(|v| floats(&v["event_logits"]))
+        .collect();
+    let scores: Vec<f32> = videos
+        .iter()
+        .flat_map(|v| floats(&v["class_logits"]))
+        .collect();
+    let pred: Vec<f64> = videos
+        .iter()
+        .flat_map(|v| {
+            v["pred"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+        })
+        .collect();
+    let rows: Vec<u64> = videos.iter().map(|v| v["row"].as_u64().unwrap()).collect();
+    assert_eq!(rows, [0, 1, 2]);
+    // f32 port vs f64 reference: golden README §4 (atol 1e-5, rtol 1e-4).
+    assert_close(
+        "event_logits",
+        &logits,
+        &g.get("out64/is_event_scores").batch_first().data,
+        1e-5,
+        1e-4,
+    );
+    assert_close(
+        "class_logits",
+        &scores,
+        &g.get("out64/event_scores").data,
+        1e-5,
+        1e-4,
+    );
+    assert_eq!(pred, g.get("out/pred").data, "pred");
+    assert_eq!(json["accuracy"].as_f64().unwrap(), g.scalar("out/accuracy"));
+    let prob = floats(&videos[0]["event_prob"]);
+    assert!((prob[0] - 1.0 / (1.0 + (-logits[0]).exp())).abs() < 1e-6);
+    // pred 14 at t = 7 of video 1 (golden README §2.2) and background at t = 4 of video 0.
+    assert_eq!(videos[1]["pred_names"][7], "Acoustic guitar");
+    assert_eq!(videos[0]["pred_names"][4], "background");
+}
+
+#[test]
+#[cfg_attr(
+    golden_absent,
+    ignore = "golden vectors absent: set CACE_GOLDEN_DIR or provide ../shared/golden"
+)]
+fn predict_reproduces_official_outputs_with_both_formats_and_f32() {
+    let dir = tmp("golden");
+    let data = dir.join("ave");
+    golden_dataset(&data);
+
+    // Official float64 checkpoint.
+    let official = predict_json(&golden_ckpt(), &data, &dir.join("official.json"));
+    check_against_golden(&official);
+
+    // Imported native checkpoint: same f32 weights, so the same numbers exactly.
+    let native_dir = dir.join("native");
+    let (ok, _, stderr) = cace(&[
+        "import",
+        golden_ckpt().to_str().unwrap(),
+        "--out",
+        native_dir.to_str().unwrap(),
+    ]);
+    assert!(ok, "import failed: {stderr}");
+    let imported = predict_json(&native_dir, &data, &dir.join("native.json"));
+    assert_eq!(imported["videos"], official["videos"]);
+
+    // The same official checkpoint saved with float32 storages (as torch would write it).
+    let f32_ckpt = dir.join("cace_f32.pth.tar");
+    pth::convert_f64_checkpoint_to_f32(&golden_ckpt(), &f32_ckpt).unwrap();
+    let from_f32 = predict_json(&f32_ckpt, &data, &dir.join("f32.json"));
+    assert_eq!(from_f32["videos"], official["videos"]);
+
+    // `info` on the imported checkpoint reports the paper's Table S6 counts.
+    let (ok, stdout, _) = cace(&["info", "--checkpoint", native_dir.to_str().unwrap()]);
+    assert!(ok);
+    assert!(stdout.contains("13118681 total, 9283417 used"), "{stdout}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn expect_error(args: &[&str], needles: &[&str]) {
+    let (ok, _, stderr) = cace(args);
+    assert!(!ok, "cace {args:?} should fail");
+    for n in needles {
+        assert!(
+            stderr.contains(n),
+            "error for {args:?} should mention `{n}`: {stderr}"
+        );
+    }
+}
+
+#[test]
+#[cfg_attr(
+    golden_absent,
+    ignore = "golden vectors absent: set CACE_GOLDEN_DIR or provide ../shared/golden"
+)]
+fn bad_checkpoints_name_the_file_and_the_key() {
+    let dir = tmp("bad");
+    let data = dir.join("ave");
+    golden_dataset(&data);
+    let native_dir = dir.join("native");
+    assert!(
+        cace(&[
+            "import",
+            golden_ckpt().to_str().unwrap(),
+            "--out",
+            native_dir.to_str().unwrap()
+        ])
+        .0
+    );
+    let (sd, config) = native::read(&native_dir).unwrap();
+
+    // A missing tensor.
+    let mut missing = sd.clone();
+    missing
+        .entries
+        .retain(|(k, _)| k != "video_encoder.encoder.layers.1.linear2.bias");
+    let ck = dir.join("missing");
+    native::write(&ck, &missing, &config).unwrap();
+    let out = dir.join("o.json");
+    let args = |ck: &Path| {
+        vec![
+            "predict".to_string(),
+            "--checkpoint".into(),
+            ck.display().to_string(),
+            "--data".into(),
+            data.display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+        ]
+    };
+    let run = |ck: &Path, needles: &[&str]| {
+        expect_error(
+            &args(ck).iter().map(String::as_str).collect::<Vec<_>>(),
+            needles,
+        )
+    };
+    run(
+        &ck,
+        &["missing", "video_encoder.encoder.layers.1.linear2.bias"],
+    );
+
+    // A wrong shape.
+    let mut reshaped = sd.clone();
+    let t = &mut reshaped
+        .entries
+        .iter_mut()
+        .find(|(k, _)| k == "v_fc.weight")
+        .unwrap()
+        .1;
+    t.shape = vec![256, 1024];
+    let ck = dir.join("reshaped");
+    native::write(&ck, &reshaped, &config).unwrap();
+    run(&ck, &["v_fc.weight", "[256, 1024]", "[512, 512]"]);
+
+    // An extra tensor.
+    let mut extra = sd.clone();
+    extra.entries.push((
+        "head.bonus".into(),
+        cace_net::checkpoint::StoredTensor {
+            shape: vec![2],
+            data: vec![1.0, 2.0],
+        },
+    ));
+    let ck = dir.join("extra");
+    native::write(&ck, &extra, &config).unwrap();
+    run(&ck, &["head.bonus"]);
+
+    // A NaN weight.
+    let mut nan = sd;
+    nan.entries[0].1.data[5] = f32::NAN;
+    let ck = dir.join("nan");
+    native::write(&ck, &nan, &config).unwrap();
+    run(
+        &ck,
+        &["non-finite", "spatial_channel_att.affine_video_1.weight"],
+    );
+
+    // A truncated official checkpoint and a pickle that calls os.system.
+    let cut = dir.join("cut.pth.tar");
+    let bytes = std::fs::read(golden_ckpt()).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    run(&cut, &["cut.pth.tar"]);
+    let evil = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/evil_os_system.pth");
+    run(&evil, &["evil_os_system.pth", "posix.system"]);
+
+    // Missing checkpoint and missing dataset files.
+    run(&dir.join("nope.pth.tar"), &["nope.pth.tar"]);
+    std::fs::remove_file(data.join("audio_feature.h5")).unwrap();
+    run(&native_dir, &["audio_feature.h5"]);
+    let _ = std::fs::remove_dir_all(dir);
+}
