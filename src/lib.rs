@@ -12,6 +12,8 @@ pub mod loss;
 pub mod metric;
 pub mod model;
 pub mod optim;
+pub mod plot;
+pub mod train;
 
 /// One-second segments per video.
 pub const T: usize = 10;

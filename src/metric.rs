@@ -57,6 +57,70 @@ impl Accuracy {
     }
 }
 
+/// Full evaluation summary: the official accuracy plus event/background accuracy, per-class
+/// accuracy and the confusion of predicted vs true labels (29 × 29, background last).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Breakdown {
+    /// Official segment accuracy, percent.
+    pub accuracy: f64,
+    pub segments: usize,
+    /// Percent of segments whose event/background decision is right.
+    pub event_background_accuracy: f64,
+    /// Per label (28 categories then background): segments with that true label and the percent
+    /// predicted exactly right (`null` when the split has none).
+    pub per_class: Vec<ClassAccuracy>,
+    /// `confusion[true][pred]` counts.
+    pub confusion: Vec<Vec<usize>>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClassAccuracy {
+    pub label: usize,
+    pub name: String,
+    pub segments: usize,
+    pub accuracy: Option<f64>,
+}
+
+impl Breakdown {
+    /// `names[l]` names label `l` (29 names, background last).
+    pub fn new(pred: &[usize], target: &[usize], accuracy: f64, names: &[String]) -> Self {
+        let n = names.len();
+        let mut confusion = vec![vec![0usize; n]; n];
+        for (&p, &t) in pred.iter().zip(target) {
+            confusion[t][p] += 1;
+        }
+        let eb = pred
+            .iter()
+            .zip(target)
+            .filter(|(p, t)| (**p == BACKGROUND) == (**t == BACKGROUND))
+            .count();
+        let per_class = (0..n)
+            .map(|l| {
+                let segments: usize = confusion[l].iter().sum();
+                let accuracy =
+                    (segments > 0).then(|| confusion[l][l] as f64 / segments as f64 * 100.0);
+                ClassAccuracy {
+                    label: l,
+                    name: names[l].clone(),
+                    segments,
+                    accuracy,
+                }
+            })
+            .collect();
+        Self {
+            accuracy,
+            segments: pred.len(),
+            event_background_accuracy: if pred.is_empty() {
+                0.0
+            } else {
+                eb as f64 / pred.len() as f64 * 100.0
+            },
+            per_class,
+            confusion,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +142,20 @@ mod tests {
         acc.update(&[0; 30][..20], &[1; 20]);
         assert_eq!((acc.correct, acc.total), (9, 30));
         assert!((acc.percent().unwrap() - 30.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn breakdown_counts() {
+        let names: Vec<String> = (0..29).map(|i| format!("c{i}")).collect();
+        let pred = [1, 1, 28, 28, 2];
+        let target = [1, 2, 28, 1, 2];
+        let b = Breakdown::new(&pred, &target, 60.0, &names);
+        assert_eq!(b.confusion[2][1], 1);
+        assert_eq!(b.confusion[1][28], 1);
+        assert_eq!(b.per_class[1].segments, 2);
+        assert_eq!(b.per_class[1].accuracy, Some(50.0));
+        assert_eq!(b.per_class[5].accuracy, None);
+        // event/background right on segments 0, 1, 2, 4.
+        assert!((b.event_background_accuracy - 80.0).abs() < 1e-12);
     }
 }

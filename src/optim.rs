@@ -73,7 +73,8 @@ impl KeyedGrads {
 }
 
 /// Adam as PyTorch implements it (no weight decay, no amsgrad).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdamConfig {
     pub lr: f64,
     pub beta1: f64,

@@ -54,8 +54,9 @@ pub fn write(dir: &Path, sd: &StateDict, config: &ModelConfig) -> Result<()> {
     // kept in the metadata.
     let keys: Vec<&str> = sd.entries.iter().map(|(k, _)| k.as_str()).collect();
     let metadata = std::collections::HashMap::from([
-        ("format".to_string(), "cace-net".to_string()),
-        ("keys".to_string(), serde_json::to_string(&keys)?),
+        // One entry only: safetensors writes a map's entries in hash order, and a single entry
+        // keeps the file bytes reproducible.
+        ("cace-net.keys".to_string(), serde_json::to_string(&keys)?),
     ]);
     let blob = safetensors::serialize(views, Some(metadata))?;
     write_atomic(&dir.join(WEIGHTS_FILE), &blob)?;
@@ -96,7 +97,7 @@ pub fn read(path: &Path) -> Result<(StateDict, ModelConfig)> {
     let order: Vec<String> = header
         .metadata()
         .as_ref()
-        .and_then(|m| m.get("keys"))
+        .and_then(|m| m.get("cace-net.keys"))
         .and_then(|k| serde_json::from_str(k).ok())
         .unwrap_or_default();
     let rank = |name: &str| order.iter().position(|k| k == name).unwrap_or(usize::MAX);

@@ -1,8 +1,10 @@
 //! Subcommands: thin wrappers that parse arguments, call the library and print.
 
+mod eval;
 mod import;
 mod info;
 mod predict;
+mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -24,6 +26,10 @@ enum Command {
     Import(import::Args),
     /// Run a checkpoint on a split of an AVE-layout dataset and write per-video JSON.
     Predict(predict::Args),
+    /// Train CACE-Net with the official objective and schedule (honest and official protocols).
+    Train(train::Args),
+    /// Evaluate a checkpoint: accuracy, event/background accuracy, per class, confusion.
+    Eval(eval::Args),
     /// Print a checkpoint's (or the default model's) config and parameter counts.
     Info(info::Args),
 }
@@ -33,5 +39,7 @@ pub fn run() -> Result<()> {
         Command::Import(a) => import::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Info(a) => info::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
     }
 }

@@ -27,6 +27,8 @@ pub struct LocalizationHead {
     pub event_classifier: Linear,
     /// λ: weight of the projected feature mixed into the event/background input.
     pub lambda: f64,
+    /// BECE enabled in the config (`--contrastive`); without it the λ-mix never happens.
+    pub contrastive: bool,
     /// σ of the Gaussian noise that makes the key view.
     pub noise_std: f64,
 }
@@ -50,12 +52,20 @@ pub fn l2_normalize(x: Tensor<3>) -> Tensor<3> {
 }
 
 impl LocalizationHead {
-    pub fn new(d: usize, num_classes: usize, lambda: f64, noise_std: f64, device: &Device) -> Self {
+    pub fn new(
+        d: usize,
+        num_classes: usize,
+        lambda: f64,
+        contrastive: bool,
+        noise_std: f64,
+        device: &Device,
+    ) -> Self {
         Self {
             classifier: linear(d, 1, device),
             encoder_q: linear(d, d, device),
             event_classifier: linear(d, num_classes, device),
             lambda,
+            contrastive,
             noise_std,
         }
     }
@@ -74,7 +84,7 @@ impl LocalizationHead {
         trace.record(&format!("{NAME}.input"), &fused);
         let p = relu(self.encoder_q.forward(fused.clone()));
         trace.record(&format!("{NAME}.encoder_q"), &p);
-        let f_o = if bece_on {
+        let f_o = if bece_on && self.contrastive {
             fused.clone() + p.clone().mul_scalar(self.lambda)
         } else {
             fused.clone()

@@ -107,6 +107,7 @@ impl CaceNet {
                 d,
                 config.num_classes,
                 config.lambda,
+                config.contrastive,
                 config.noise_std,
                 device,
             ),
@@ -245,5 +246,53 @@ impl HasState for CaceNet {
             .visit_state(&at.child("localize_module"), v);
         self.audio_cas.visit_state(&at.child("audio_cas"), v);
         self.video_cas.visit_state(&at.child("video_cas"), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loss::{Targets, objective};
+    use crate::model::state::ParamList;
+    use crate::optim::KeyedGrads;
+    use burn::tensor::Distribution;
+
+    /// A freshly built model trains every parameter its forward uses (the deep-copied
+    /// transformer layers included), and none of the 70 it never reads.
+    #[test]
+    fn fresh_model_gets_a_gradient_for_every_used_parameter() {
+        let device = Device::flex().autodiff();
+        device.seed(1);
+        let config = ModelConfig::default();
+        let mut model = CaceNet::new(&config, &device);
+        let b = 2;
+        let v = Tensor::random([b, 10, 7, 7, 512], Distribution::Uniform(0.0, 1.0), &device);
+        let a = Tensor::random([b, 10, 128], Distribution::Normal(0.0, 1.0), &device);
+        let mut labels = vec![0f32; b * 10 * 29];
+        for t in 0..10 {
+            labels[t * 29 + if t < 4 { 3 } else { 28 }] = 1.0;
+            labels[(10 + t) * 29 + 7] = 1.0;
+        }
+        let targets = Targets::from_onehot(&labels, b);
+        let out = model.forward(
+            v,
+            a,
+            ForwardOptions {
+                bece_on: true,
+                noise: None,
+            },
+        );
+        let terms = objective(&out, &targets, Some(1.0), 0.01);
+        let grads = KeyedGrads::collect(&model, &terms.total.backward());
+        let list = ParamList::of(&mut model);
+        for (key, used, _) in &list.entries {
+            assert_eq!(
+                grads.get(key).is_some(),
+                *used,
+                "{key}: used = {used} but gradient present = {}",
+                grads.get(key).is_some()
+            );
+        }
+        assert_eq!(grads.grads.len(), 172);
     }
 }

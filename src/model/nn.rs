@@ -48,8 +48,8 @@ struct FreshIds;
 
 impl burn::module::ModuleMapper for FreshIds {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let value = param.val();
-        Param::from_tensor(value.inner().detach()).set_require_grad(true)
+        // `detach` keeps the autodiff association (unlike `inner`), so the copy is trainable.
+        Param::from_tensor(param.val().detach())
     }
 }
 

@@ -1,0 +1,107 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use cace_net::device::parse_device;
+use cace_net::train::{self, Report, RunOptions, TrainConfig};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Dataset directory in the AVE layout.
+    #[arg(long)]
+    data: PathBuf,
+    /// Run directory (metrics.jsonl, best/, last/, report.json, curves.png).
+    #[arg(long)]
+    out: PathBuf,
+    /// Training config (JSON; fields of `TrainConfig`, missing ones take the published defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Several seeds, comma-separated: one run per seed in OUT/seed-N, then mean ± std.
+    #[arg(long, value_delimiter = ',', conflicts_with = "seed")]
+    seeds: Vec<u64>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Replace the audio features by zeros (ablation).
+    #[arg(long)]
+    zero_audio: bool,
+    /// `cpu` or `cuda[:N]`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Continue the run saved in `--out`.
+    #[arg(long)]
+    resume: bool,
+}
+
+pub fn load_config(path: Option<&PathBuf>) -> Result<TrainConfig> {
+    match path {
+        None => Ok(TrainConfig::default()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading config {}", p.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a valid training config", p.display()))
+        }
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let mut config = load_config(a.config.as_ref())?;
+    if let Some(e) = a.epochs {
+        config.epochs = e;
+    }
+    if let Some(s) = a.seed {
+        config.seed = s;
+    }
+    if let Some(b) = a.batch_size {
+        config.batch_size = b;
+    }
+    config.zero_audio |= a.zero_audio;
+    let device = parse_device(&a.device)?;
+    if a.seeds.is_empty() {
+        let report = train::train(&RunOptions {
+            data: a.data,
+            out: a.out.clone(),
+            config,
+            resume: a.resume,
+            device,
+            verbose: true,
+        })?;
+        train::print_report(&report);
+        println!("run: {}", a.out.display());
+        return Ok(());
+    }
+    let mut reports = Vec::new();
+    for &seed in &a.seeds {
+        let out = a.out.join(format!("seed-{seed}"));
+        println!("== seed {seed} → {}", out.display());
+        let cfg = TrainConfig {
+            seed,
+            ..config.clone()
+        };
+        // A finished seed is kept; an interrupted one continues with --resume.
+        let done = out.join(train::REPORT_FILE);
+        let report: Report = if done.exists() && a.resume {
+            serde_json::from_slice(&std::fs::read(&done)?)?
+        } else {
+            train::train(&RunOptions {
+                data: a.data.clone(),
+                out,
+                config: cfg,
+                resume: a.resume,
+                device: device.clone(),
+                verbose: true,
+            })?
+        };
+        reports.push(report);
+    }
+    let summary = train::SeedSummary::from_reports(&reports);
+    summary.print();
+    cace_net::checkpoint::native::write_atomic(
+        &a.out.join("seeds_summary.json"),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
+    Ok(())
+}

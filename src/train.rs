@@ -1,0 +1,810 @@
+//! Training with the official objective and schedule (REFERENCE §4), an honest protocol
+//! (best epoch chosen on **val**) beside the official one (best epoch on **test**), and runs
+//! that survive being killed: `last/` is replaced atomically after every epoch and `--resume`
+//! continues from it with the same result as an uninterrupted run.
+//!
+//! Determinism: the shuffle and the backend RNG (dropout, BECE noise) are re-seeded at the start
+//! of every epoch from `(seed, epoch)`, so a resumed run draws exactly what the uninterrupted run
+//! would have drawn, without saving RNG internals.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::T;
+use crate::checkpoint::{self, native};
+use crate::config::ModelConfig;
+use crate::data::ave::{AveDir, Split};
+use crate::loss::{Targets, objective};
+use crate::metric::{Accuracy, predict};
+use crate::model::{CaceNet, ForwardOptions};
+use crate::optim::{Adam, AdamConfig, AdamState, KeyedGrads, MultiStepLr};
+
+/// Everything a run depends on; saved as `RUN_DIR/train_config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub model: ModelConfig,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub eval_batch_size: usize,
+    pub adam: AdamConfig,
+    /// Epochs after which the learning rate is multiplied by `lr_gamma` (`MultiStepLR`).
+    pub lr_milestones: Vec<usize>,
+    pub lr_gamma: f64,
+    /// Global L2 gradient-norm clip (`clip_grad_norm_`).
+    pub clip_norm: f64,
+    /// Weight of BECE's contrastive term (`contras_coeff`).
+    pub contrastive_weight: f64,
+    /// Contrastive temperature τ.
+    pub tau: f64,
+    /// First epoch (0-based) with BECE's contrastive term and λ-mix on. `None` = the official
+    /// `epoch >= n_epoch / 8` (a float comparison: ⌈n_epoch / 8⌉, 25 for 200 epochs).
+    pub bece_start_epoch: Option<usize>,
+    pub seed: u64,
+    /// Replace the audio features by zeros (an ablation: how much does sound matter?).
+    pub zero_audio: bool,
+}
+
+impl Default for TrainConfig {
+    /// The published run (REFERENCE §4.1).
+    fn default() -> Self {
+        Self {
+            model: ModelConfig::default(),
+            epochs: 200,
+            batch_size: 64,
+            eval_batch_size: 64,
+            adam: AdamConfig::default(),
+            lr_milestones: vec![10, 20, 30],
+            lr_gamma: 0.5,
+            clip_norm: 0.5,
+            contrastive_weight: 1.0,
+            tau: 0.01,
+            bece_start_epoch: None,
+            seed: 3917,
+            zero_audio: false,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn bece_start(&self) -> usize {
+        self.bece_start_epoch.unwrap_or(self.epochs.div_ceil(8))
+    }
+
+    pub fn schedule(&self) -> MultiStepLr {
+        MultiStepLr {
+            base_lr: self.adam.lr,
+            milestones: self.lr_milestones.clone(),
+            gamma: self.lr_gamma,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.model
+            .validate()
+            .map_err(|e| anyhow::anyhow!("model config: {e}"))?;
+        if self.epochs == 0 || self.batch_size == 0 || self.eval_batch_size == 0 {
+            bail!("epochs, batch_size and eval_batch_size must be positive");
+        }
+        if !(self.tau > 0.0) || !(self.clip_norm > 0.0) || !(self.adam.lr > 0.0) {
+            bail!("tau, clip_norm and adam.lr must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// Features of the rows a run needs, held in memory as f32, one contiguous buffer per modality.
+pub struct FeatureStore {
+    slot: HashMap<usize, usize>,
+    visual: Vec<f32>,
+    audio: Vec<f32>,
+    labels: Vec<f32>,
+    vshape: [usize; 4],
+    adim: usize,
+}
+
+impl FeatureStore {
+    /// Reads `rows` of `data` (features and labels) into memory.
+    pub fn load(data: &AveDir, rows: &[usize]) -> Result<Self> {
+        if !data.has_labels() {
+            bail!(
+                "{}: training needs labels (labels.h5, or Annotations.txt for the 4143-row AVE set)",
+                data.dir().display()
+            );
+        }
+        let vs = data.visual_shape();
+        if vs.len() != 4 {
+            bail!(
+                "{}: the model needs visual maps [N, 10, 7, 7, C]; found per-row shape {vs:?}",
+                data.dir().join(crate::data::ave::VISUAL_FILE).display()
+            );
+        }
+        let vshape = [vs[0], vs[1], vs[2], vs[3]];
+        let vsize: usize = vshape.iter().product();
+        let adim = data.audio_dim();
+        let mut sorted = rows.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut visual = Vec::with_capacity(sorted.len() * vsize);
+        let mut audio = Vec::with_capacity(sorted.len() * T * adim);
+        let mut labels = Vec::with_capacity(sorted.len() * T * 29);
+        // Chunks of consecutive sorted rows keep the HDF5 reads large and the peak small.
+        for chunk in sorted.chunks(64) {
+            data.read_visual(chunk, &mut visual)?;
+            data.read_audio(chunk, &mut audio)?;
+            data.read_labels(chunk, &mut labels)?;
+        }
+        let slot = sorted.iter().enumerate().map(|(i, &r)| (r, i)).collect();
+        Ok(Self {
+            slot,
+            visual,
+            audio,
+            labels,
+            vshape,
+            adim,
+        })
+    }
+
+    pub fn bytes(&self) -> usize {
+        4 * (self.visual.len() + self.audio.len() + self.labels.len())
+    }
+
+    /// Assembles a batch in `rows` order: `([B,10,7,7,C], [B,10,Ca], targets)`.
+    pub fn batch(
+        &self,
+        rows: &[usize],
+        zero_audio: bool,
+        device: &Device,
+    ) -> (Tensor<5>, Tensor<3>, Targets) {
+        let vsize: usize = self.vshape.iter().product();
+        let asize = T * self.adim;
+        let lsize = T * 29;
+        let mut v = Vec::with_capacity(rows.len() * vsize);
+        let mut a = Vec::with_capacity(rows.len() * asize);
+        let mut l = Vec::with_capacity(rows.len() * lsize);
+        for r in rows {
+            let s = self.slot[r];
+            v.extend_from_slice(&self.visual[s * vsize..(s + 1) * vsize]);
+            if zero_audio {
+                a.resize(a.len() + asize, 0.0);
+            } else {
+                a.extend_from_slice(&self.audio[s * asize..(s + 1) * asize]);
+            }
+            l.extend_from_slice(&self.labels[s * lsize..(s + 1) * lsize]);
+        }
+        let b = rows.len();
+        let [t, h, w, c] = self.vshape;
+        let visual = Tensor::from_data(TensorData::new(v, [b, t, h, w, c]), device);
+        let audio = Tensor::from_data(TensorData::new(a, [b, T, self.adim]), device);
+        (visual, audio, Targets::from_onehot(&l, b))
+    }
+}
+
+fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 tensor")
+}
+
+/// Official accuracy of an evaluation-mode `model` on `rows`; also returns predictions and
+/// targets (segment-major, in `rows` order).
+pub fn evaluate(
+    model: &CaceNet,
+    store: &FeatureStore,
+    rows: &[usize],
+    batch_size: usize,
+    zero_audio: bool,
+    device: &Device,
+) -> (Accuracy, Vec<usize>, Vec<usize>) {
+    let mut acc = Accuracy::default();
+    let (mut preds, mut targets) = (Vec::new(), Vec::new());
+    for chunk in rows.chunks(batch_size) {
+        let (v, a, tg) = store.batch(chunk, zero_audio, device);
+        let out = model.forward(
+            v,
+            a,
+            ForwardOptions {
+                bece_on: true,
+                noise: None,
+            },
+        );
+        let pred = predict(
+            &to_vec(out.is_event),
+            &to_vec(out.event_scores),
+            chunk.len(),
+        );
+        acc.update(&pred, &tg.segment);
+        preds.extend(pred);
+        targets.extend(tg.segment);
+    }
+    (acc, preds, targets)
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_acc: Option<f64>,
+    pub test_acc: Option<f64>,
+    pub lr: f64,
+    pub seconds: f64,
+    pub bece_on: bool,
+    /// Mean loss terms over the epoch's batches.
+    pub loss_terms: std::collections::BTreeMap<String, f64>,
+    pub grad_norm_mean: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EpochScore {
+    pub epoch: usize,
+    pub val_acc: Option<f64>,
+    pub test_acc: Option<f64>,
+}
+
+/// Saved in `last/state.json`: where to continue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunState {
+    next_epoch: usize,
+    best_val: Option<EpochScore>,
+    best_test: Option<EpochScore>,
+}
+
+/// `RUN_DIR/report.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub epochs: usize,
+    /// Honest protocol: the epoch with the best **val** accuracy, and test accuracy there.
+    pub best_val_epoch: Option<usize>,
+    pub val_acc_at_best_val: Option<f64>,
+    pub test_acc_at_best_val: Option<f64>,
+    /// Official protocol (CACE-Net's script): the best **test** accuracy over all epochs.
+    pub test_acc_best_over_epochs: Option<f64>,
+    pub best_test_epoch: Option<usize>,
+    pub final_test_acc: Option<f64>,
+    pub seed: u64,
+    pub train_seconds: f64,
+}
+
+/// Options of one `cace train` run.
+pub struct RunOptions {
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub config: TrainConfig,
+    pub resume: bool,
+    pub device: Device,
+    /// Print one line per epoch and show a progress bar.
+    pub verbose: bool,
+}
+
+const LAST: &str = "last";
+const BEST: &str = "best";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+const STATE_FILE: &str = "state.json";
+const METRICS_FILE: &str = "metrics.jsonl";
+const CONFIG_FILE: &str = "train_config.json";
+pub const REPORT_FILE: &str = "report.json";
+
+fn epoch_seed(seed: u64, epoch: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(epoch as u64 + 1)
+}
+
+/// Writes a checkpoint directory atomically: files go to `<name>.tmp/`, which then replaces
+/// `<name>/` by rename (the old one is removed only after the new one is in place).
+fn save_dir(run: &Path, name: &str, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = run.join(format!("{name}.tmp"));
+    let old = run.join(format!("{name}.old"));
+    let dst = run.join(name);
+    let _ = fs::remove_dir_all(&tmp);
+    write(&tmp)?;
+    if dst.exists() {
+        let _ = fs::remove_dir_all(&old);
+        fs::rename(&dst, &old).with_context(|| format!("renaming {}", dst.display()))?;
+    }
+    fs::rename(&tmp, &dst)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), dst.display()))?;
+    let _ = fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// `last/`, or `last.old/` if a kill interrupted the swap between the two renames.
+fn last_dir(run: &Path) -> Option<PathBuf> {
+    [LAST, "last.old"]
+        .iter()
+        .map(|n| run.join(n))
+        .find(|p| p.join(STATE_FILE).exists())
+}
+
+fn save_optimizer(path: &Path, adam: &Adam) -> Result<()> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let mut keys: Vec<&String> = adam.state.keys().collect();
+    keys.sort();
+    let mut blobs = Vec::new();
+    let mut steps = std::collections::BTreeMap::new();
+    for k in &keys {
+        let st = &adam.state[*k];
+        steps.insert((*k).clone(), st.step);
+        for (kind, t) in [("exp_avg", &st.exp_avg), ("exp_avg_sq", &st.exp_avg_sq)] {
+            let v = to_vec(t.clone());
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            blobs.push((format!("{kind}/{k}"), v.len(), bytes));
+        }
+    }
+    let views = blobs
+        .iter()
+        .map(|(n, len, b)| Ok((n.clone(), TensorView::new(Dtype::F32, vec![*len], b)?)))
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    let meta = HashMap::from([("steps".to_string(), serde_json::to_string(&steps)?)]);
+    native::write_atomic(path, &safetensors::serialize(views, Some(meta))?)
+}
+
+fn load_optimizer(path: &Path, config: AdamConfig, device: &Device) -> Result<Adam> {
+    use safetensors::SafeTensors;
+    let bytes =
+        fs::read(path).with_context(|| format!("reading optimizer state {}", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{}: not a valid safetensors file", path.display()))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)?;
+    let steps: HashMap<String, u64> = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("steps"))
+        .map(|s| serde_json::from_str(s))
+        .transpose()?
+        .with_context(|| format!("{}: no step counts", path.display()))?;
+    let read = |name: String| -> Result<Tensor<1>> {
+        let v = st
+            .tensor(&name)
+            .with_context(|| format!("{}: missing {name}", path.display()))?;
+        let data: Vec<f32> = v
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let n = data.len();
+        Ok(Tensor::from_data(TensorData::new(data, [n]), device))
+    };
+    let mut adam = Adam::new(config);
+    for (k, step) in steps {
+        let exp_avg = read(format!("exp_avg/{k}"))?;
+        let exp_avg_sq = read(format!("exp_avg_sq/{k}"))?;
+        adam.state.insert(
+            k,
+            AdamState {
+                step,
+                exp_avg,
+                exp_avg_sq,
+            },
+        );
+    }
+    Ok(adam)
+}
+
+fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).with_context(|| format!("{}: bad line", path.display())))
+        .collect()
+}
+
+/// Trains one run; returns its report.
+pub fn train(opts: &RunOptions) -> Result<Report> {
+    let cfg = &opts.config;
+    cfg.validate()?;
+    let run = &opts.out;
+    let started = Instant::now();
+
+    // Never clobber a run: a directory with a saved run needs --resume.
+    let existing = last_dir(run);
+    if existing.is_some() && !opts.resume {
+        bail!(
+            "{} already holds a run (last/); pass --resume to continue it or choose another --out",
+            run.display()
+        );
+    }
+    if opts.resume && existing.is_none() && run.join(CONFIG_FILE).exists() {
+        // Killed before the first epoch finished: start over in place.
+    }
+
+    let data = AveDir::open(&opts.data)?;
+    let train_rows = data.order(Split::Train)?;
+    let val_rows = data.order(Split::Val).ok();
+    let test_rows = data.order(Split::Test).ok();
+    if train_rows.is_empty() {
+        bail!("{}: the train split is empty", data.dir().display());
+    }
+    let mut needed = train_rows.clone();
+    needed.extend(val_rows.iter().flatten());
+    needed.extend(test_rows.iter().flatten());
+    let store = FeatureStore::load(&data, &needed)?;
+    let (c_in, a_in) = (store.vshape[3], store.adim);
+    if c_in != cfg.model.visual_dim || a_in != cfg.model.audio_dim {
+        bail!(
+            "{}: features are visual {c_in}-d / audio {a_in}-d but the model config expects {} / {}",
+            data.dir().display(),
+            cfg.model.visual_dim,
+            cfg.model.audio_dim
+        );
+    }
+
+    fs::create_dir_all(run).with_context(|| format!("creating {}", run.display()))?;
+    let base = opts.device.clone();
+    let device = base.clone().autodiff();
+    let schedule = cfg.schedule();
+
+    // Fresh or resumed state.
+    let (mut model, mut adam, mut state) = match existing.filter(|_| opts.resume) {
+        Some(dir) => {
+            let saved: TrainConfig = serde_json::from_slice(&fs::read(run.join(CONFIG_FILE))?)
+                .with_context(|| format!("{}: bad config", run.join(CONFIG_FILE).display()))?;
+            if &saved != cfg {
+                bail!(
+                    "{}: --resume needs the same training config as the saved run ({})",
+                    run.display(),
+                    run.join(CONFIG_FILE).display()
+                );
+            }
+            let loaded = checkpoint::load(&dir, Some(cfg.model.clone()), &device)?;
+            let adam = load_optimizer(&dir.join(OPTIMIZER_FILE), cfg.adam.clone(), &base)?;
+            let state: RunState = serde_json::from_slice(&fs::read(dir.join(STATE_FILE))?)?;
+            (loaded.model, adam, state)
+        }
+        None => {
+            native::write_atomic(
+                &run.join(CONFIG_FILE),
+                serde_json::to_string_pretty(cfg)?.as_bytes(),
+            )?;
+            let _ = fs::remove_file(run.join(METRICS_FILE));
+            base.seed(cfg.seed);
+            device.seed(cfg.seed);
+            let model = CaceNet::new(&cfg.model, &device);
+            (
+                model,
+                Adam::new(cfg.adam.clone()),
+                RunState {
+                    next_epoch: 0,
+                    best_val: None,
+                    best_test: None,
+                },
+            )
+        }
+    };
+
+    // Drop metric lines of epochs that will be recomputed (a kill after the append).
+    let mut history: Vec<EpochMetrics> = read_metrics(&run.join(METRICS_FILE))?
+        .into_iter()
+        .filter(|m| m.epoch < state.next_epoch)
+        .collect();
+    let body: String = history
+        .iter()
+        .map(|m| serde_json::to_string(m).unwrap() + "\n")
+        .collect();
+    native::write_atomic(&run.join(METRICS_FILE), body.as_bytes())?;
+
+    let kill_after: Option<usize> = std::env::var("CACE_FAULT_KILL_AFTER_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let mut steps_done = 0usize;
+    for epoch in state.next_epoch..cfg.epochs {
+        let t0 = Instant::now();
+        let bece_on = cfg.model.contrastive && epoch >= cfg.bece_start();
+        let lr = schedule.lr(epoch);
+        let seed = epoch_seed(cfg.seed, epoch);
+        base.seed(seed);
+        device.seed(seed);
+        let mut order = train_rows.clone();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+
+        let batches: Vec<&[usize]> = order.chunks(cfg.batch_size).collect();
+        let bar = progress_bar(opts.verbose, batches.len(), epoch, cfg.epochs);
+        let mut sums: HashMap<String, f64> = HashMap::new();
+        let mut train_acc = Accuracy::default();
+        let (mut loss_sum, mut norm_sum, mut seen) = (0.0, 0.0, 0usize);
+        for rows in &batches {
+            let (v, a, targets) = store.batch(rows, cfg.zero_audio, &device);
+            let out = model.forward(
+                v,
+                a,
+                ForwardOptions {
+                    bece_on,
+                    noise: None,
+                },
+            );
+            let terms = objective(
+                &out,
+                &targets,
+                bece_on.then_some(cfg.contrastive_weight),
+                cfg.tau,
+            );
+            let pred = predict(
+                &to_vec(out.is_event.clone()),
+                &to_vec(out.event_scores.clone()),
+                rows.len(),
+            );
+            train_acc.update(&pred, &targets.segment);
+            let mut grads = KeyedGrads::collect(&model, &terms.total.backward());
+            norm_sum += grads.clip_global_norm(cfg.clip_norm);
+            adam.step(&mut model, &grads, lr);
+
+            let n = rows.len() as f64;
+            let total = scalar(&terms.total);
+            loss_sum += total * n;
+            seen += rows.len();
+            for (name, t) in [
+                ("is_event", Some(&terms.is_event)),
+                ("event_class", Some(&terms.event_class)),
+                ("gate", Some(&terms.gate)),
+                ("cas", Some(&terms.cas)),
+                ("contrastive", terms.contrastive.as_ref()),
+            ] {
+                if let Some(t) = t {
+                    *sums.entry(name.to_string()).or_default() += scalar(t) * n;
+                }
+            }
+            if let Some(bar) = &bar {
+                bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
+                bar.inc(1);
+            }
+            steps_done += 1;
+            if kill_after == Some(steps_done) {
+                // Fault injection for the resume test: die like `kill -9` would.
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &std::process::id().to_string()])
+                    .status();
+                std::process::abort();
+            }
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+
+        let eval_model = model.valid();
+        let eval = |rows: &Option<Vec<usize>>| {
+            rows.as_ref()
+                .map(|r| {
+                    evaluate(
+                        &eval_model,
+                        &store,
+                        r,
+                        cfg.eval_batch_size,
+                        cfg.zero_audio,
+                        &base,
+                    )
+                    .0
+                    .percent()
+                })
+                .flatten()
+        };
+        let val_acc = eval(&val_rows);
+        let test_acc = eval(&test_rows);
+        let score = EpochScore {
+            epoch,
+            val_acc,
+            test_acc,
+        };
+        let improved = |best: &Option<EpochScore>, get: fn(&EpochScore) -> Option<f64>| match (
+            best.as_ref().and_then(get),
+            get(&score),
+        ) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(b), Some(s)) => s > b, // strictly greater, like the official loop
+        };
+        let val_improved = improved(&state.best_val, |s| s.val_acc);
+        if val_improved {
+            state.best_val = Some(score);
+        }
+        if improved(&state.best_test, |s| s.test_acc) {
+            state.best_test = Some(score);
+        }
+        let metrics = EpochMetrics {
+            epoch,
+            train_loss: loss_sum / seen as f64,
+            train_acc: train_acc.percent().unwrap_or(0.0),
+            val_acc,
+            test_acc,
+            lr,
+            seconds: t0.elapsed().as_secs_f64(),
+            bece_on,
+            loss_terms: sums
+                .into_iter()
+                .map(|(k, v)| (k, v / seen as f64))
+                .collect(),
+            grad_norm_mean: norm_sum / batches.len() as f64,
+        };
+        history.push(metrics.clone());
+
+        // Persist: metrics line, best (if improved), then last/ with the state to resume from.
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(run.join(METRICS_FILE))?;
+        writeln!(f, "{}", serde_json::to_string(&metrics)?)?;
+        f.sync_all()?;
+        let sd = checkpoint::state_dict(&model);
+        if val_improved || (val_rows.is_none() && epoch + 1 == cfg.epochs) {
+            save_dir(run, BEST, |d| native::write(d, &sd, &cfg.model))?;
+        }
+        state.next_epoch = epoch + 1;
+        save_dir(run, LAST, |d| {
+            native::write(d, &sd, &cfg.model)?;
+            save_optimizer(&d.join(OPTIMIZER_FILE), &adam)?;
+            native::write_atomic(
+                &d.join(STATE_FILE),
+                serde_json::to_string_pretty(&state)?.as_bytes(),
+            )
+        })?;
+        if opts.verbose {
+            println!(
+                "epoch {:>3}/{}  loss {:.4}  train {:.2} %  val {}  test {}  lr {:.2e}  {:.1} s{}",
+                epoch + 1,
+                cfg.epochs,
+                metrics.train_loss,
+                metrics.train_acc,
+                fmt_acc(val_acc),
+                fmt_acc(test_acc),
+                lr,
+                metrics.seconds,
+                if val_improved { "  *best val" } else { "" }
+            );
+        }
+        if let Err(e) = crate::plot::curves_for_run(run, &history, state.best_val.map(|s| s.epoch))
+        {
+            eprintln!("warning: could not draw curves: {e:#}");
+        }
+    }
+
+    let report = Report {
+        epochs: cfg.epochs,
+        best_val_epoch: state.best_val.map(|s| s.epoch),
+        val_acc_at_best_val: state.best_val.and_then(|s| s.val_acc),
+        test_acc_at_best_val: state.best_val.and_then(|s| s.test_acc),
+        test_acc_best_over_epochs: state.best_test.and_then(|s| s.test_acc),
+        best_test_epoch: state.best_test.map(|s| s.epoch),
+        final_test_acc: history.last().and_then(|m| m.test_acc),
+        seed: cfg.seed,
+        train_seconds: started.elapsed().as_secs_f64(),
+    };
+    native::write_atomic(
+        &run.join(REPORT_FILE),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    Ok(report)
+}
+
+fn scalar(t: &Tensor<1>) -> f64 {
+    t.clone().into_scalar::<f32>() as f64
+}
+
+pub fn fmt_acc(a: Option<f64>) -> String {
+    a.map_or("-".to_string(), |a| format!("{a:.2} %"))
+}
+
+fn progress_bar(
+    verbose: bool,
+    len: usize,
+    epoch: usize,
+    epochs: usize,
+) -> Option<indicatif::ProgressBar> {
+    if !verbose {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "epoch {prefix} [{bar:30}] {pos}/{len} batches  {msg}  {per_sec}  eta {eta}",
+        )
+        .unwrap()
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("{}/{}", epoch + 1, epochs));
+    Some(bar)
+}
+
+/// Prints a report, labelling the official protocol as such.
+pub fn print_report(r: &Report) {
+    println!(
+        "best val epoch: {}",
+        r.best_val_epoch.map_or("-".into(), |e| (e + 1).to_string())
+    );
+    println!(
+        "val accuracy at best val epoch:  {}",
+        fmt_acc(r.val_acc_at_best_val)
+    );
+    println!(
+        "test accuracy at best val epoch: {}  (honest protocol: model selected on val)",
+        fmt_acc(r.test_acc_at_best_val)
+    );
+    println!(
+        "best test accuracy over epochs:  {}  (official CACE-Net protocol: selected on test, optimistic)",
+        fmt_acc(r.test_acc_best_over_epochs)
+    );
+}
+
+/// Mean ± std (sample std, n − 1) of several seeds' reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeedSummary {
+    pub seeds: Vec<u64>,
+    pub test_acc_at_best_val: MeanStd,
+    pub test_acc_best_over_epochs: MeanStd,
+    pub reports: Vec<Report>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct MeanStd {
+    pub mean: f64,
+    pub std: f64,
+    pub n: usize,
+}
+
+impl MeanStd {
+    pub fn of(xs: &[f64]) -> Self {
+        let n = xs.len();
+        let mean = xs.iter().sum::<f64>() / n.max(1) as f64;
+        let var = if n > 1 {
+            xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64
+        } else {
+            0.0
+        };
+        Self {
+            mean,
+            std: var.sqrt(),
+            n,
+        }
+    }
+}
+
+impl std::fmt::Display for MeanStd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.2} ± {:.2} % (n = {})", self.mean, self.std, self.n)
+    }
+}
+
+impl SeedSummary {
+    pub fn from_reports(reports: &[Report]) -> Self {
+        let honest: Vec<f64> = reports
+            .iter()
+            .filter_map(|r| r.test_acc_at_best_val)
+            .collect();
+        let official: Vec<f64> = reports
+            .iter()
+            .filter_map(|r| r.test_acc_best_over_epochs)
+            .collect();
+        Self {
+            seeds: reports.iter().map(|r| r.seed).collect(),
+            test_acc_at_best_val: MeanStd::of(&honest),
+            test_acc_best_over_epochs: MeanStd::of(&official),
+            reports: reports.to_vec(),
+        }
+    }
+
+    pub fn print(&self) {
+        println!("seeds {:?}", self.seeds);
+        println!(
+            "test accuracy at best val epoch: {}  (honest protocol)",
+            self.test_acc_at_best_val
+        );
+        println!(
+            "best test accuracy over epochs:  {}  (official CACE-Net protocol, selected on test)",
+            self.test_acc_best_over_epochs
+        );
+    }
+}

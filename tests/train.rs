@@ -1,0 +1,219 @@
+//! Training runs end to end through the `cace` binary: a run killed with SIGKILL mid-epoch and
+//! resumed ends with the same report as an uninterrupted run; existing runs are never
+//! clobbered; bad datasets fail with the file named.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cace_net::data::annotations::builtin_annotations;
+use cace_net::data::ave::{FeatureDType, Split, write_features};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
+
+fn cace(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cace"));
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run cace")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cace-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// 20 rows with real labels (annotation rows 0, 200, 400, ...) and random features:
+/// 12 train, 4 val, 4 test.
+fn tiny_dataset(dir: &Path) {
+    let anns = builtin_annotations();
+    let n = 20;
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let visual: Vec<f32> = (0..n * 10 * 49 * 512)
+        .map(|_| rng.random::<f32>() * 0.5)
+        .collect();
+    let audio: Vec<f32> = (0..n * 10 * 128).map(|_| rng.random::<f32>()).collect();
+    let mut labels = vec![0f32; n * 10 * 29];
+    for i in 0..n {
+        for (t, l) in anns[i * 200].segment_labels().iter().enumerate() {
+            labels[(i * 10 + t) * 29 + l] = 1.0;
+        }
+    }
+    let orders = vec![
+        (Split::Train, (0..12).collect()),
+        (Split::Val, (12..16).collect()),
+        (Split::Test, (16..20).collect()),
+    ];
+    write_features(
+        dir,
+        &visual,
+        &[n, 10, 7, 7, 512],
+        &audio,
+        &[n, 10, 128],
+        Some(&labels),
+        &orders,
+        FeatureDType::F32,
+    )
+    .unwrap();
+}
+
+fn config(dir: &Path) -> PathBuf {
+    let path = dir.join("train.json");
+    std::fs::write(&path, r#"{"epochs": 3, "batch_size": 5, "eval_batch_size": 8, "bece_start_epoch": 1, "seed": 11}"#).unwrap();
+    path
+}
+
+fn train(
+    data: &Path,
+    out: &Path,
+    cfg: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut args = vec![
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    cace(&args, env)
+}
+
+fn without_timing(mut v: Value) -> Value {
+    v.as_object_mut().unwrap().remove("train_seconds");
+    v
+}
+
+fn metrics(run: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("seconds");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_mid_epoch_then_resume_gives_the_same_run() {
+    let dir = tmp("resume");
+    let data = dir.join("data");
+    tiny_dataset(&data);
+    let cfg = config(&dir);
+
+    let full = dir.join("full");
+    let out = train(&data, &full, &cfg, &[], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("official CACE-Net protocol"), "{stdout}");
+
+    // 3 batches per epoch: step 5 is the middle of epoch 2 (0-based 1).
+    let killed = dir.join("killed");
+    let out = train(
+        &data,
+        &killed,
+        &cfg,
+        &[],
+        &[("CACE_FAULT_KILL_AFTER_STEPS", "5")],
+    );
+    assert!(
+        !out.status.success(),
+        "the fault hook should have killed the run"
+    );
+    assert!(!killed.join("report.json").exists());
+    assert_eq!(
+        metrics(&killed).len(),
+        1,
+        "one finished epoch before the kill"
+    );
+
+    // Without --resume the saved run is refused and left alone.
+    let before = std::fs::read(killed.join("last/model.safetensors")).unwrap();
+    let out = train(&data, &killed, &cfg, &[], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
+    assert_eq!(
+        std::fs::read(killed.join("last/model.safetensors")).unwrap(),
+        before
+    );
+
+    let out = train(&data, &killed, &cfg, &["--resume"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let report = |run: &Path| {
+        without_timing(
+            serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap(),
+        )
+    };
+    assert_eq!(report(&killed), report(&full));
+    assert_eq!(metrics(&killed), metrics(&full));
+    assert_eq!(
+        std::fs::read(killed.join("best/model.safetensors")).unwrap(),
+        std::fs::read(full.join("best/model.safetensors")).unwrap()
+    );
+    let r = report(&full);
+    for key in [
+        "best_val_epoch",
+        "val_acc_at_best_val",
+        "test_acc_at_best_val",
+        "test_acc_best_over_epochs",
+    ] {
+        assert!(!r[key].is_null(), "{key} missing in {r}");
+    }
+    let m = metrics(&full);
+    assert_eq!(m.len(), 3);
+    assert_eq!(m[0]["bece_on"], false);
+    assert_eq!(m[1]["bece_on"], true);
+    assert!(m[1]["loss_terms"]["contrastive"].as_f64().unwrap() > 0.0);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bad_datasets_fail_naming_the_file_and_keep_the_run() {
+    let dir = tmp("bad");
+    let data = dir.join("data");
+    tiny_dataset(&data);
+    let cfg = config(&dir);
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("notes.txt"), "keep me").unwrap();
+
+    // Truncated visual file.
+    let v = std::fs::read(data.join("visual_feature.h5")).unwrap();
+    std::fs::write(data.join("visual_feature.h5"), &v[..v.len() / 3]).unwrap();
+    let out = train(&data, &run, &cfg, &[], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("visual_feature.h5"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one-line error: {err}");
+    assert_eq!(
+        std::fs::read_to_string(run.join("notes.txt")).unwrap(),
+        "keep me"
+    );
+
+    // Missing order file for train.
+    tiny_dataset(&data);
+    std::fs::remove_file(data.join("train_order.h5")).unwrap();
+    let out = train(&data, &run, &cfg, &[], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("train_order.h5"));
+    let _ = std::fs::remove_dir_all(dir);
+}
