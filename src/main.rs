@@ -3,6 +3,7 @@
 mod cli;
 
 fn main() {
+    cace_net::init_runtime();
     if let Err(e) = cli::run() {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -1,9 +1,11 @@
 //! Subcommands: thin wrappers that parse arguments, call the library and print.
 
+mod demo;
 mod eval;
 mod import;
 mod info;
 mod predict;
+mod synth;
 mod train;
 
 use anyhow::Result;
@@ -26,6 +28,10 @@ enum Command {
     Import(import::Args),
     /// Run a checkpoint on a split of an AVE-layout dataset and write per-video JSON.
     Predict(predict::Args),
+    /// Synthesise a dataset, train and evaluate on the CPU in a few minutes (no downloads).
+    Demo(demo::Args),
+    /// Write a synthetic dataset in the AVE layout with a known audio-visual answer.
+    Synth(synth::Args),
     /// Train CACE-Net with the official objective and schedule (honest and official protocols).
     Train(train::Args),
     /// Evaluate a checkpoint: accuracy, event/background accuracy, per class, confusion.
@@ -40,6 +46,8 @@ pub fn run() -> Result<()> {
         Command::Predict(a) => predict::run(a),
         Command::Info(a) => info::run(a),
         Command::Train(a) => train::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::Synth(a) => synth::run(a),
         Command::Eval(a) => eval::run(a),
     }
 }
