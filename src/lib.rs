@@ -3,6 +3,7 @@
 //! Follow one video through the crate: [`model`] (AVCA → temporal encoder → relation
 //! attention → head with BECE), [`checkpoint`] (official `.pth.tar` and native files).
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -1,5 +1,6 @@
 //! Subcommands: thin wrappers that parse arguments, call the library and print.
 
+mod bench;
 mod demo;
 mod eval;
 mod import;
@@ -36,6 +37,8 @@ enum Command {
     Train(train::Args),
     /// Evaluate a checkpoint: accuracy, event/background accuracy, per class, confusion.
     Eval(eval::Args),
+    /// Measure training-step, evaluation and latency times and peak memory.
+    Bench(bench::Args),
     /// Print a checkpoint's (or the default model's) config and parameter counts.
     Info(info::Args),
 }
@@ -47,6 +50,7 @@ pub fn run() -> Result<()> {
         Command::Info(a) => info::run(a),
         Command::Train(a) => train::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Eval(a) => eval::run(a),
     }

@@ -1,0 +1,155 @@
+//! `cace bench`: speed and memory of the default model on synthetic AVE-shaped inputs
+//! (deterministic, warm-up excluded, medians). Numbers go to BENCHMARKS.md with the command.
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::T;
+use crate::config::ModelConfig;
+use crate::loss::{Targets, objective};
+use crate::model::{CaceNet, ForwardOptions};
+use crate::optim::{Adam, AdamConfig, KeyedGrads};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub device: String,
+    pub threads: usize,
+    pub batch: usize,
+    /// Forward + loss + backward + global clip + Adam, batch 64.
+    pub train_step_ms: f64,
+    /// 3,339 training videos: ⌈3339/64⌉ steps at the measured step time plus batch assembly.
+    pub epoch_s: f64,
+    pub eval_batch64_ms: f64,
+    /// The 402-video test split in batches of 64.
+    pub eval_402_s: f64,
+    /// One video, batch 1.
+    pub latency_ms: f64,
+    pub peak_rss_mb: f64,
+    /// GFLOP/s of the dominant multiplies: `[31360, 512] × [512, 512]` and `× [512, 1536]`.
+    pub matmul_gflops_512: f64,
+    pub matmul_gflops_1536: f64,
+    pub batch_assembly_ms: f64,
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    xs[xs.len() / 2]
+}
+
+fn time<F: FnMut()>(warmup: usize, reps: usize, mut f: F) -> f64 {
+    for _ in 0..warmup {
+        f();
+    }
+    median((0..reps).map(|_| {
+        let t = Instant::now();
+        f();
+        t.elapsed().as_secs_f64()
+    }).collect())
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), in MB.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn inputs(b: usize, rng: &mut ChaCha8Rng, device: &Device) -> (Tensor<5>, Tensor<3>, Targets) {
+    let v: Vec<f32> = (0..b * T * 49 * 512).map(|_| rng.random::<f32>() * 0.5).collect();
+    let a: Vec<f32> = (0..b * T * 128).map(|_| rng.random::<f32>()).collect();
+    let mut labels = vec![0f32; b * T * 29];
+    for i in 0..b {
+        let class = i % 28;
+        for t in 0..T {
+            labels[(i * T + t) * 29 + if t >= 2 && t < 8 { class } else { 28 }] = 1.0;
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(v, [b, T, 7, 7, 512]), device),
+        Tensor::from_data(TensorData::new(a, [b, T, 128]), device),
+        Targets::from_onehot(&labels, b),
+    )
+}
+
+fn sync<const D: usize>(t: Tensor<D>) {
+    let _ = t.into_data();
+}
+
+pub fn run(device: &Device, reps: usize) -> BenchResult {
+    let b = 64;
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    device.seed(0);
+    let train_device = device.clone().autodiff();
+    let mut model = CaceNet::new(&ModelConfig::default(), &train_device);
+    let mut adam = Adam::new(AdamConfig::default());
+    let (v, a, targets) = inputs(b, &mut rng, &train_device);
+    let train_step = time(2, reps, || {
+        let out = model.forward(v.clone(), a.clone(), ForwardOptions { bece_on: true, noise: None });
+        let terms = objective(&out, &targets, Some(1.0), 0.01);
+        let mut grads = KeyedGrads::collect(&model, &terms.total.backward());
+        grads.clip_global_norm(0.5);
+        adam.step(&mut model, &grads, 7e-4);
+        sync(model.v_fc.weight.val());
+    });
+
+    // Batch assembly: 64 rows gathered from a contiguous buffer, as training does.
+    let rows = 256;
+    let store: Vec<f32> = (0..rows * T * 49 * 512).map(|i| (i % 97) as f32).collect();
+    let row_len = T * 49 * 512;
+    let assembly = time(1, reps, || {
+        let mut buf = Vec::with_capacity(b * row_len);
+        for i in 0..b {
+            let r = (i * 37) % rows;
+            buf.extend_from_slice(&store[r * row_len..(r + 1) * row_len]);
+        }
+        sync(Tensor::<5>::from_data(TensorData::new(buf, [b, T, 7, 7, 512]), &train_device));
+    });
+
+    let eval_model = model.valid();
+    let (ve, ae, _) = inputs(b, &mut rng, device);
+    let eval64 = time(1, reps, || {
+        let out = eval_model.forward(ve.clone(), ae.clone(), ForwardOptions { bece_on: true, noise: None });
+        sync(out.event_scores);
+    });
+    let (v1, a1, _) = inputs(1, &mut rng, device);
+    let latency = time(3, reps.max(5), || {
+        let out = eval_model.forward(v1.clone(), a1.clone(), ForwardOptions { bece_on: true, noise: None });
+        sync(out.event_scores);
+    });
+    let (v18, a18, _) = inputs(402 - 6 * 64, &mut rng, device);
+    let last = time(1, reps, || {
+        let out = eval_model.forward(v18.clone(), a18.clone(), ForwardOptions { bece_on: true, noise: None });
+        sync(out.event_scores);
+    });
+
+    let m = 64 * T * 49;
+    let x = Tensor::<2>::random([m, 512], Distribution::Uniform(0.0, 1.0), device);
+    let gflops = |n: usize| {
+        let w = Tensor::<2>::random([512, n], Distribution::Uniform(-0.05, 0.05), device);
+        let s = time(1, reps, || sync(x.clone().matmul(w.clone())));
+        2.0 * m as f64 * 512.0 * n as f64 / s / 1e9
+    };
+    let (g512, g1536) = (gflops(512), gflops(1536));
+
+    let steps = 3339usize.div_ceil(b);
+    BenchResult {
+        device: format!("{device:?}"),
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        batch: b,
+        train_step_ms: train_step * 1e3,
+        epoch_s: steps as f64 * (train_step + assembly),
+        eval_batch64_ms: eval64 * 1e3,
+        eval_402_s: 6.0 * eval64 + last,
+        latency_ms: latency * 1e3,
+        peak_rss_mb: peak_rss_mb(),
+        matmul_gflops_512: g512,
+        matmul_gflops_1536: g1536,
+        batch_assembly_ms: assembly * 1e3,
+    }
+}
