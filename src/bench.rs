@@ -45,23 +45,34 @@ fn time<F: FnMut()>(warmup: usize, reps: usize, mut f: F) -> f64 {
     for _ in 0..warmup {
         f();
     }
-    median((0..reps).map(|_| {
-        let t = Instant::now();
-        f();
-        t.elapsed().as_secs_f64()
-    }).collect())
+    median(
+        (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), in MB.
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn inputs(b: usize, rng: &mut ChaCha8Rng, device: &Device) -> (Tensor<5>, Tensor<3>, Targets) {
-    let v: Vec<f32> = (0..b * T * 49 * 512).map(|_| rng.random::<f32>() * 0.5).collect();
+    let v: Vec<f32> = (0..b * T * 49 * 512)
+        .map(|_| rng.random::<f32>() * 0.5)
+        .collect();
     let a: Vec<f32> = (0..b * T * 128).map(|_| rng.random::<f32>()).collect();
     let mut labels = vec![0f32; b * T * 29];
     for i in 0..b {
@@ -90,7 +101,14 @@ pub fn run(device: &Device, reps: usize) -> BenchResult {
     let mut adam = Adam::new(AdamConfig::default());
     let (v, a, targets) = inputs(b, &mut rng, &train_device);
     let train_step = time(2, reps, || {
-        let out = model.forward(v.clone(), a.clone(), ForwardOptions { bece_on: true, noise: None });
+        let out = model.forward(
+            v.clone(),
+            a.clone(),
+            ForwardOptions {
+                bece_on: true,
+                noise: None,
+            },
+        );
         let terms = objective(&out, &targets, Some(1.0), 0.01);
         let mut grads = KeyedGrads::collect(&model, &terms.total.backward());
         grads.clip_global_norm(0.5);
@@ -108,23 +126,47 @@ pub fn run(device: &Device, reps: usize) -> BenchResult {
             let r = (i * 37) % rows;
             buf.extend_from_slice(&store[r * row_len..(r + 1) * row_len]);
         }
-        sync(Tensor::<5>::from_data(TensorData::new(buf, [b, T, 7, 7, 512]), &train_device));
+        sync(Tensor::<5>::from_data(
+            TensorData::new(buf, [b, T, 7, 7, 512]),
+            &train_device,
+        ));
     });
 
     let eval_model = model.valid();
     let (ve, ae, _) = inputs(b, &mut rng, device);
     let eval64 = time(1, reps, || {
-        let out = eval_model.forward(ve.clone(), ae.clone(), ForwardOptions { bece_on: true, noise: None });
+        let out = eval_model.forward(
+            ve.clone(),
+            ae.clone(),
+            ForwardOptions {
+                bece_on: true,
+                noise: None,
+            },
+        );
         sync(out.event_scores);
     });
     let (v1, a1, _) = inputs(1, &mut rng, device);
     let latency = time(3, reps.max(5), || {
-        let out = eval_model.forward(v1.clone(), a1.clone(), ForwardOptions { bece_on: true, noise: None });
+        let out = eval_model.forward(
+            v1.clone(),
+            a1.clone(),
+            ForwardOptions {
+                bece_on: true,
+                noise: None,
+            },
+        );
         sync(out.event_scores);
     });
     let (v18, a18, _) = inputs(402 - 6 * 64, &mut rng, device);
     let last = time(1, reps, || {
-        let out = eval_model.forward(v18.clone(), a18.clone(), ForwardOptions { bece_on: true, noise: None });
+        let out = eval_model.forward(
+            v18.clone(),
+            a18.clone(),
+            ForwardOptions {
+                bece_on: true,
+                noise: None,
+            },
+        );
         sync(out.event_scores);
     });
 

@@ -1132,36 +1132,7 @@ mod tests {
             .join(name)
     }
 
-    const AVE: [&str; 28] = [
-        "Church bell",
-        "Male speech, man speaking",
-        "Bark",
-        "Fixed-wing aircraft, airplane",
-        "Race car, auto racing",
-        "Female speech, woman speaking",
-        "Helicopter",
-        "Violin, fiddle",
-        "Flute",
-        "Ukulele",
-        "Frying (food)",
-        "Truck",
-        "Shofar",
-        "Motorcycle",
-        "Acoustic guitar",
-        "Train horn",
-        "Clock",
-        "Banjo",
-        "Goat",
-        "Baby cry, infant cry",
-        "Bus",
-        "Chainsaw",
-        "Cat",
-        "Horse",
-        "Toilet flush",
-        "Rodent, rats, mice",
-        "Accordion",
-        "Mandolin",
-    ];
+    const AVE: [&str; 28] = crate::data::annotations::CATEGORIES;
 
     type Curve = Vec<(f64, f64)>;
 

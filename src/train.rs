@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -21,11 +22,11 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::T;
 use crate::checkpoint::{self, native};
 use crate::config::ModelConfig;
 use crate::data::ave::{AveDir, Split};
-use crate::loss::{Targets, objective};
+use crate::data::batch::{FeatureStore, Features, Prefetch, Shapes};
+use crate::loss::objective;
 use crate::metric::{Accuracy, predict};
 use crate::model::{CaceNet, ForwardOptions};
 use crate::optim::{Adam, AdamConfig, AdamState, KeyedGrads, MultiStepLr};
@@ -54,6 +55,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Replace the audio features by zeros (an ablation: how much does sound matter?).
     pub zero_audio: bool,
+    /// Hold the features in memory (`true`) or stream each batch from the HDF5 files
+    /// (`false`). `None`: in memory when they take at most 2 GiB as f32.
+    pub features_in_memory: Option<bool>,
 }
 
 impl Default for TrainConfig {
@@ -73,6 +77,7 @@ impl Default for TrainConfig {
             bece_start_epoch: None,
             seed: 3917,
             zero_audio: false,
+            features_in_memory: None,
         }
     }
 }
@@ -104,93 +109,6 @@ impl TrainConfig {
     }
 }
 
-/// Features of the rows a run needs, held in memory as f32, one contiguous buffer per modality.
-pub struct FeatureStore {
-    slot: HashMap<usize, usize>,
-    visual: Vec<f32>,
-    audio: Vec<f32>,
-    labels: Vec<f32>,
-    vshape: [usize; 4],
-    adim: usize,
-}
-
-impl FeatureStore {
-    /// Reads `rows` of `data` (features and labels) into memory.
-    pub fn load(data: &AveDir, rows: &[usize]) -> Result<Self> {
-        if !data.has_labels() {
-            bail!(
-                "{}: training needs labels (labels.h5, or Annotations.txt for the 4143-row AVE set)",
-                data.dir().display()
-            );
-        }
-        let vs = data.visual_shape();
-        if vs.len() != 4 {
-            bail!(
-                "{}: the model needs visual maps [N, 10, 7, 7, C]; found per-row shape {vs:?}",
-                data.dir().join(crate::data::ave::VISUAL_FILE).display()
-            );
-        }
-        let vshape = [vs[0], vs[1], vs[2], vs[3]];
-        let vsize: usize = vshape.iter().product();
-        let adim = data.audio_dim();
-        let mut sorted = rows.to_vec();
-        sorted.sort_unstable();
-        sorted.dedup();
-        let mut visual = Vec::with_capacity(sorted.len() * vsize);
-        let mut audio = Vec::with_capacity(sorted.len() * T * adim);
-        let mut labels = Vec::with_capacity(sorted.len() * T * 29);
-        // Chunks of consecutive sorted rows keep the HDF5 reads large and the peak small.
-        for chunk in sorted.chunks(64) {
-            data.read_visual(chunk, &mut visual)?;
-            data.read_audio(chunk, &mut audio)?;
-            data.read_labels(chunk, &mut labels)?;
-        }
-        let slot = sorted.iter().enumerate().map(|(i, &r)| (r, i)).collect();
-        Ok(Self {
-            slot,
-            visual,
-            audio,
-            labels,
-            vshape,
-            adim,
-        })
-    }
-
-    pub fn bytes(&self) -> usize {
-        4 * (self.visual.len() + self.audio.len() + self.labels.len())
-    }
-
-    /// Assembles a batch in `rows` order: `([B,10,7,7,C], [B,10,Ca], targets)`.
-    pub fn batch(
-        &self,
-        rows: &[usize],
-        zero_audio: bool,
-        device: &Device,
-    ) -> (Tensor<5>, Tensor<3>, Targets) {
-        let vsize: usize = self.vshape.iter().product();
-        let asize = T * self.adim;
-        let lsize = T * 29;
-        let mut v = Vec::with_capacity(rows.len() * vsize);
-        let mut a = Vec::with_capacity(rows.len() * asize);
-        let mut l = Vec::with_capacity(rows.len() * lsize);
-        for r in rows {
-            let s = self.slot[r];
-            v.extend_from_slice(&self.visual[s * vsize..(s + 1) * vsize]);
-            if zero_audio {
-                a.resize(a.len() + asize, 0.0);
-            } else {
-                a.extend_from_slice(&self.audio[s * asize..(s + 1) * asize]);
-            }
-            l.extend_from_slice(&self.labels[s * lsize..(s + 1) * lsize]);
-        }
-        let b = rows.len();
-        let [t, h, w, c] = self.vshape;
-        let visual = Tensor::from_data(TensorData::new(v, [b, t, h, w, c]), device);
-        let audio = Tensor::from_data(TensorData::new(a, [b, T, self.adim]), device);
-        (visual, audio, Targets::from_onehot(&l, b))
-    }
-}
-
 fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
@@ -202,16 +120,20 @@ fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 /// targets (segment-major, in `rows` order).
 pub fn evaluate(
     model: &CaceNet,
-    store: &FeatureStore,
+    features: &Features,
+    shapes: Shapes,
     rows: &[usize],
     batch_size: usize,
     zero_audio: bool,
     device: &Device,
-) -> (Accuracy, Vec<usize>, Vec<usize>) {
+) -> Result<(Accuracy, Vec<usize>, Vec<usize>)> {
     let mut acc = Accuracy::default();
     let (mut preds, mut targets) = (Vec::new(), Vec::new());
-    for chunk in rows.chunks(batch_size) {
-        let (v, a, tg) = store.batch(chunk, zero_audio, device);
+    let batches = rows.chunks(batch_size).map(<[usize]>::to_vec).collect();
+    for batch in Prefetch::start(features.clone(), shapes, batches) {
+        let batch = batch?;
+        let b = batch.rows.len();
+        let (v, a, tg) = batch.into_tensors(zero_audio, device);
         let out = model.forward(
             v,
             a,
@@ -220,16 +142,12 @@ pub fn evaluate(
                 noise: None,
             },
         );
-        let pred = predict(
-            &to_vec(out.is_event),
-            &to_vec(out.event_scores),
-            chunk.len(),
-        );
+        let pred = predict(&to_vec(out.is_event), &to_vec(out.event_scores), b);
         acc.update(&pred, &tg.segment);
         preds.extend(pred);
         targets.extend(tg.segment);
     }
-    (acc, preds, targets)
+    Ok((acc, preds, targets))
 }
 
 /// One line of `metrics.jsonl`.
@@ -434,8 +352,8 @@ pub fn train(opts: &RunOptions) -> Result<Report> {
     let mut needed = train_rows.clone();
     needed.extend(val_rows.iter().flatten());
     needed.extend(test_rows.iter().flatten());
-    let store = FeatureStore::load(&data, &needed)?;
-    let (c_in, a_in) = (store.vshape[3], store.adim);
+    let shapes = Shapes::of(&data)?;
+    let (c_in, a_in) = (shapes.visual[3], shapes.audio);
     if c_in != cfg.model.visual_dim || a_in != cfg.model.audio_dim {
         bail!(
             "{}: features are visual {c_in}-d / audio {a_in}-d but the model config expects {} / {}",
@@ -444,6 +362,15 @@ pub fn train(opts: &RunOptions) -> Result<Report> {
             cfg.model.audio_dim
         );
     }
+
+    let in_memory = cfg
+        .features_in_memory
+        .unwrap_or_else(|| FeatureStore::bytes_needed(&data, needed.len()) <= 2 << 30);
+    let features = if in_memory {
+        Features::Memory(Arc::new(FeatureStore::load(&data, &needed)?))
+    } else {
+        Features::Disk(opts.data.clone())
+    };
 
     fs::create_dir_all(run).with_context(|| format!("creating {}", run.display()))?;
     let base = opts.device.clone();
@@ -513,13 +440,19 @@ pub fn train(opts: &RunOptions) -> Result<Report> {
         let mut order = train_rows.clone();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
 
-        let batches: Vec<&[usize]> = order.chunks(cfg.batch_size).collect();
-        let bar = progress_bar(opts.verbose, batches.len(), epoch, cfg.epochs);
+        let batches: Vec<Vec<usize>> = order
+            .chunks(cfg.batch_size)
+            .map(<[usize]>::to_vec)
+            .collect();
+        let n_batches = batches.len();
+        let bar = progress_bar(opts.verbose, n_batches, epoch, cfg.epochs);
         let mut sums: HashMap<String, f64> = HashMap::new();
         let mut train_acc = Accuracy::default();
         let (mut loss_sum, mut norm_sum, mut seen) = (0.0, 0.0, 0usize);
-        for rows in &batches {
-            let (v, a, targets) = store.batch(rows, cfg.zero_audio, &device);
+        for batch in Prefetch::start(features.clone(), shapes, batches) {
+            let batch = batch?;
+            let rows = batch.rows.clone();
+            let (v, a, targets) = batch.into_tensors(cfg.zero_audio, &device);
             let out = model.forward(
                 v,
                 a,
@@ -577,24 +510,24 @@ pub fn train(opts: &RunOptions) -> Result<Report> {
         }
 
         let eval_model = model.valid();
-        let eval = |rows: &Option<Vec<usize>>| {
-            rows.as_ref()
-                .map(|r| {
-                    evaluate(
-                        &eval_model,
-                        &store,
-                        r,
-                        cfg.eval_batch_size,
-                        cfg.zero_audio,
-                        &base,
-                    )
-                    .0
-                    .percent()
-                })
-                .flatten()
+        let eval = |rows: &Option<Vec<usize>>| -> Result<Option<f64>> {
+            match rows {
+                Some(r) => Ok(evaluate(
+                    &eval_model,
+                    &features,
+                    shapes,
+                    r,
+                    cfg.eval_batch_size,
+                    cfg.zero_audio,
+                    &base,
+                )?
+                .0
+                .percent()),
+                None => Ok(None),
+            }
         };
-        let val_acc = eval(&val_rows);
-        let test_acc = eval(&test_rows);
+        let val_acc = eval(&val_rows)?;
+        let test_acc = eval(&test_rows)?;
         let score = EpochScore {
             epoch,
             val_acc,
@@ -628,7 +561,7 @@ pub fn train(opts: &RunOptions) -> Result<Report> {
                 .into_iter()
                 .map(|(k, v)| (k, v / seen as f64))
                 .collect(),
-            grad_norm_mean: norm_sum / batches.len() as f64,
+            grad_norm_mean: norm_sum / n_batches as f64,
         };
         history.push(metrics.clone());
 

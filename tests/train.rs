@@ -209,11 +209,100 @@ fn bad_datasets_fail_naming_the_file_and_keep_the_run() {
         "keep me"
     );
 
+    let fails = |needles: &[&str]| {
+        let out = train(&data, &run, &cfg, &[], &[]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        for n in needles {
+            assert!(err.contains(n), "error should mention `{n}`: {err}");
+        }
+        assert_eq!(err.trim().lines().count(), 1, "one-line error: {err}");
+        assert_eq!(
+            std::fs::read_to_string(run.join("notes.txt")).unwrap(),
+            "keep me"
+        );
+        assert!(!run.join("last").exists() && !run.join("metrics.jsonl").exists());
+    };
+
     // Missing order file for train.
     tiny_dataset(&data);
     std::fs::remove_file(data.join("train_order.h5")).unwrap();
-    let out = train(&data, &run, &cfg, &[], &[]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("train_order.h5"));
+    fails(&["train_order.h5"]);
+
+    // Order index out of range.
+    tiny_dataset(&data);
+    let f = hdf5::File::create(data.join("test_order.h5")).unwrap();
+    f.new_dataset_builder()
+        .with_data(&ndarray::arr1(&[16i64, 17, 99]))
+        .create("order")
+        .unwrap();
+    drop(f);
+    fails(&["test_order.h5", "99"]);
+
+    // NaN in the visual features.
+    tiny_dataset(&data);
+    {
+        let f = hdf5::File::open_rw(data.join("visual_feature.h5")).unwrap();
+        let ds = f.dataset("avadataset").unwrap();
+        ds.write_slice(&ndarray::arr1(&[f32::NAN]), ndarray::s![3, 4, 2, 2, 7..8])
+            .unwrap();
+    }
+    fails(&["visual_feature.h5", "row 3"]);
+
+    // Audio features of the wrong width for the model.
+    let anns_rows: Vec<f32> = vec![0.0; 20 * 10 * 64];
+    let visual = vec![0.1f32; 20 * 10 * 49 * 512];
+    let mut labels = vec![0f32; 20 * 10 * 29];
+    labels.iter_mut().step_by(29).for_each(|x| *x = 1.0);
+    let orders = vec![
+        (Split::Train, (0..12).collect()),
+        (Split::Val, (12..16).collect()),
+        (Split::Test, (16..20).collect()),
+    ];
+    write_features(
+        &data,
+        &visual,
+        &[20, 10, 7, 7, 512],
+        &anns_rows,
+        &[20, 10, 64],
+        Some(&labels),
+        &orders,
+        FeatureDType::F32,
+    )
+    .unwrap();
+    fails(&["audio", "64"]);
+
+    // A malformed Annotations.txt line (labels come from it when labels.h5 is absent).
+    tiny_dataset(&data);
+    std::fs::remove_file(data.join("labels.h5")).unwrap();
+    let mut text = String::new();
+    for i in 0..20 {
+        text.push_str(if i == 6 {
+            "Bark&abc&good&3\n"
+        } else {
+            "Bark&abc&good&0&10\n"
+        });
+    }
+    std::fs::write(data.join("Annotations.txt"), text).unwrap();
+    fails(&["Annotations.txt", "line 7"]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn streaming_batches_from_disk_gives_the_same_run_as_memory() {
+    let dir = tmp("stream");
+    let data = dir.join("data");
+    tiny_dataset(&data);
+    let run = |in_memory: bool| {
+        let cfg = dir.join(format!("cfg-{in_memory}.json"));
+        std::fs::write(&cfg, format!(r#"{{"epochs": 2, "batch_size": 5, "bece_start_epoch": 1, "seed": 3, "features_in_memory": {in_memory}}}"#)).unwrap();
+        let out = dir.join(format!("run-{in_memory}"));
+        let o = train(&data, &out, &cfg, &[], &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        metrics(&out)
+    };
+    let (memory, disk) = (run(true), run(false));
+    assert_eq!(memory.len(), 2);
+    assert_eq!(memory, disk);
     let _ = std::fs::remove_dir_all(dir);
 }

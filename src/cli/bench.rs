@@ -22,15 +22,45 @@ pub fn run(a: Args) -> Result<()> {
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
-    println!("cace bench on {} ({} threads), batch {}, median of {} after warm-up", r.device, r.threads, r.batch, a.reps);
-    println!("  training step (fwd + loss + bwd + clip + Adam)  {:>9.1} ms", r.train_step_ms);
-    println!("  epoch, 3,339 videos (estimated from steps)      {:>9.1} s", r.epoch_s);
-    println!("  batch assembly, 64 videos                       {:>9.1} ms", r.batch_assembly_ms);
-    println!("  evaluation, batch of 64                         {:>9.1} ms", r.eval_batch64_ms);
-    println!("  evaluation, 402 videos                          {:>9.2} s", r.eval_402_s);
-    println!("  latency, one video                              {:>9.1} ms", r.latency_ms);
-    println!("  matmul [31360,512]x[512,512]                    {:>9.1} GFLOP/s", r.matmul_gflops_512);
-    println!("  matmul [31360,512]x[512,1536]                   {:>9.1} GFLOP/s", r.matmul_gflops_1536);
-    println!("  peak resident memory                            {:>9.0} MB", r.peak_rss_mb);
+    println!(
+        "cace bench on {} ({} threads), batch {}, median of {} after warm-up",
+        r.device, r.threads, r.batch, a.reps
+    );
+    println!(
+        "  training step (fwd + loss + bwd + clip + Adam)  {:>9.1} ms",
+        r.train_step_ms
+    );
+    println!(
+        "  epoch, 3,339 videos (estimated from steps)      {:>9.1} s",
+        r.epoch_s
+    );
+    println!(
+        "  batch assembly, 64 videos                       {:>9.1} ms",
+        r.batch_assembly_ms
+    );
+    println!(
+        "  evaluation, batch of 64                         {:>9.1} ms",
+        r.eval_batch64_ms
+    );
+    println!(
+        "  evaluation, 402 videos                          {:>9.2} s",
+        r.eval_402_s
+    );
+    println!(
+        "  latency, one video                              {:>9.1} ms",
+        r.latency_ms
+    );
+    println!(
+        "  matmul [31360,512]x[512,512]                    {:>9.1} GFLOP/s",
+        r.matmul_gflops_512
+    );
+    println!(
+        "  matmul [31360,512]x[512,1536]                   {:>9.1} GFLOP/s",
+        r.matmul_gflops_1536
+    );
+    println!(
+        "  peak resident memory                            {:>9.0} MB",
+        r.peak_rss_mb
+    );
     Ok(())
 }

@@ -2,4 +2,5 @@
 
 pub mod annotations;
 pub mod ave;
+pub mod batch;
 pub mod synth;
