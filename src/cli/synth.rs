@@ -12,8 +12,8 @@ pub struct Args {
     /// Number of videos (rows); < 4143 takes a proportional share of each real split.
     #[arg(long, default_value_t = 4143)]
     pub videos: usize,
-    /// Difficulty: scales every noise term (0 = clean, 1 = default, 2 = hard).
-    #[arg(long, default_value_t = 1.0)]
+    /// Difficulty: scales every noise term (0 = clean, 0.75 = default, 2 = hard).
+    #[arg(long, default_value_t = cace_net::data::synth::DEFAULT_NOISE)]
     pub noise: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -9,7 +9,7 @@ use burn::nn::{Dropout, LayerNorm, Linear};
 use burn::tensor::activation::{relu, sigmoid, softmax};
 use burn::tensor::{Device, Tensor};
 
-use super::nn::{dropout, layer_norm, linear};
+use super::nn::{dropout, fused_linear, layer_norm, linear};
 use super::state::{HasState, Prefix, StateVisitor};
 use super::trace::Trace;
 
@@ -100,31 +100,17 @@ impl CoGuidedAttention {
     }
 
     /// Spatial self-attention over the 49 cells, no 1/√d scaling:
-    /// `LN_v_norm(X + Drop(softmax(q(X) k(X)ᵀ) v(X)))`. `x [B, T, 49, 512]` → `[BT, 49, 512]`.
+    /// `LN_v_norm(X + Drop(softmax(q kᵀ) v))`, all `[BT, 49, ·]`.
     fn spatial_self_attention(
         &self,
-        x: &Tensor<4>,
-        q: &Linear,
-        k: &Linear,
-        v: &Linear,
-        names: Option<(&str, &str)>,
-        trace: &mut Trace,
+        x: &Tensor<3>,
+        q: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
     ) -> Tensor<3> {
-        let [b, t, cells, c] = x.dims();
-        let query = q.forward(x.clone());
-        let key = k.forward(x.clone());
-        if let Some((qn, kn)) = names {
-            trace.record(qn, &query);
-            trace.record(kn, &key);
-        }
-        let flat = |y: Tensor<4>| {
-            let d = y.dims()[3];
-            y.reshape([b * t, cells, d])
-        };
-        let scores = softmax(flat(query).matmul(flat(key).swap_dims(1, 2)), 2); // [BT, 49, 49]
-        let attended = scores.matmul(flat(v.forward(x.clone())));
-        let x = x.clone().reshape([b * t, cells, c]);
-        self.v_norm.forward(x + self.dropout.forward(attended))
+        let scores = softmax(q.matmul(k.swap_dims(1, 2)), 2); // [BT, 49, 49]
+        self.v_norm
+            .forward(x.clone() + self.dropout.forward(scores.matmul(v)))
     }
 
     /// `visual [B, T, 7, 7, 512]` (after `v_fc`), `audio [B, T, 128]` →
@@ -138,29 +124,35 @@ impl CoGuidedAttention {
         let [b, t, h, w, c] = visual.dims();
         let bt = b * t;
         let cells = h * w;
-        let x4 = visual.reshape([b, t, cells, c]);
-        let x = x4.clone().reshape([bt, cells, c]); // raw visual X
+        let x = visual.reshape([bt, cells, c]); // raw visual X
         let a_flat = audio.clone().reshape([bt, A]); // A_f
 
         // 3.1 / 3.2: two spatial self-attention branches; code: both use `v_norm`.
-        let names = (format!("{NAME}.video_query"), format!("{NAME}.video_key"));
-        let g1 = self.spatial_self_attention(
-            &x4,
+        // The six projections of X (q, k, v of both branches) read the same tensor: one multiply.
+        let xs = [
             &self.video_query,
             &self.video_key,
             &self.video_value,
-            Some((&names.0, &names.1)),
-            trace,
-        );
-        trace.record(&format!("{NAME}.v_norm"), &g1);
-        let g2 = self.spatial_self_attention(
-            &x4,
             &self.video_query2,
             &self.video_key2,
             &self.video_value2,
-            None,
-            trace,
-        );
+        ];
+        let mut p = fused_linear(x.clone(), &xs).into_iter();
+        let mut next = || p.next().expect("six projections");
+        let (q1, k1, v1, q2, k2, v2) = (next(), next(), next(), next(), next(), next());
+        if trace.is_on() {
+            trace.record(
+                &format!("{NAME}.video_query"),
+                &q1.clone().reshape([b, t, cells, QK]),
+            );
+            trace.record(
+                &format!("{NAME}.video_key"),
+                &k1.clone().reshape([b, t, cells, QK]),
+            );
+        }
+        let g1 = self.spatial_self_attention(&x, q1, k1, v1);
+        trace.record(&format!("{NAME}.v_norm"), &g1);
+        let g2 = self.spatial_self_attention(&x, q2, k2, v2);
         trace.record(&format!("{NAME}.v_norm@call1"), &g2);
 
         // 3.3 Self-calibration vector c_self (paper Eq. 1).
@@ -168,7 +160,14 @@ impl CoGuidedAttention {
             .affine_video_ave
             .forward(g1.clone().mean_dim(1).reshape([bt, c]));
         trace.record(&format!("{NAME}.affine_video_ave"), &m);
-        let q = relu(self.affine_video_3.forward(g1.clone())) * relu(m).unsqueeze_dim(1); // [BT, 49, 256]
+        // affine_video_3 (here) and affine_video_1 (3.4) both read G1: one multiply.
+        let mut g =
+            fused_linear(g1.clone(), &[&self.affine_video_3, &self.affine_video_1]).into_iter();
+        let (g1_v3, g1_v1) = (
+            g.next().expect("two projections"),
+            g.next().expect("two projections"),
+        );
+        let q = relu(g1_v3) * relu(m).unsqueeze_dim(1); // [BT, 49, 256]
         let logits = self.ave_v_att.forward(q); // [BT, 49, 1]
         trace.record(&format!("{NAME}.ave_v_att"), &logits);
         let w_self = softmax(logits.tanh(), 1).swap_dims(1, 2); // [BT, 1, 49]
@@ -177,7 +176,7 @@ impl CoGuidedAttention {
         // 3.4 Audio-guided channel attention.
         let qa = self.affine_audio_1.forward(a_flat.clone());
         trace.record(&format!("{NAME}.affine_audio_1"), &qa);
-        let qv = relu(self.affine_video_1.forward(g1));
+        let qv = relu(g1_v1);
         let z = (relu(qa).unsqueeze_dim(1) * qv)
             .mean_dim(1)
             .reshape([bt, c]);

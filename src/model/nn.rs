@@ -38,6 +38,22 @@ fn uniform_param<const D: usize>(
     ))
 }
 
+/// Several linear layers that read the same input, as one wide multiply (their weights are
+/// concatenated along the output axis); returns the outputs in order. One wide matrix product
+/// is faster than several narrow ones, forward and backward.
+pub fn fused_linear<const D: usize>(x: Tensor<D>, layers: &[&Linear]) -> Vec<Tensor<D>> {
+    let weight = Tensor::cat(layers.iter().map(|l| l.weight.val()).collect(), 1);
+    let bias = Tensor::cat(
+        layers
+            .iter()
+            .map(|l| l.bias.as_ref().expect("linear bias").val())
+            .collect(),
+        0,
+    );
+    let widths = layers.iter().map(|l| l.weight.dims()[1]).collect();
+    burn::tensor::module::linear(x, weight, Some(bias)).split_with_sizes(widths, D - 1)
+}
+
 /// Re-creates every parameter with a fresh id and the same values. The official encoders are
 /// `deepcopy`s of one template layer, so their layers start equal but train independently.
 pub fn fresh_copy<M: Module>(m: &M) -> M {
