@@ -306,3 +306,27 @@ fn streaming_batches_from_disk_gives_the_same_run_as_memory() {
     assert_eq!(memory, disk);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn several_seeds_report_mean_and_std() {
+    let dir = tmp("seeds");
+    let data = dir.join("data");
+    tiny_dataset(&data);
+    let cfg = dir.join("cfg.json");
+    std::fs::write(&cfg, r#"{"epochs": 1, "batch_size": 6}"#).unwrap();
+    let out = dir.join("runs");
+    let o = train(&data, &out, &cfg, &["--seeds", "4,5"], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: Value = serde_json::from_slice(&std::fs::read(out.join("seeds_summary.json")).unwrap()).unwrap();
+    let honest: Vec<f64> = ["seed-4", "seed-5"]
+        .iter()
+        .map(|s| serde_json::from_slice::<Value>(&std::fs::read(out.join(s).join("report.json")).unwrap()).unwrap()["test_acc_at_best_val"].as_f64().unwrap())
+        .collect();
+    let mean = (honest[0] + honest[1]) / 2.0;
+    let std = ((honest[0] - mean).powi(2) + (honest[1] - mean).powi(2)).sqrt(); // n - 1 = 1
+    assert_eq!(summary["seeds"], serde_json::json!([4, 5]));
+    assert!((summary["test_acc_at_best_val"]["mean"].as_f64().unwrap() - mean).abs() < 1e-9);
+    assert!((summary["test_acc_at_best_val"]["std"].as_f64().unwrap() - std).abs() < 1e-9);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("official CACE-Net protocol"));
+    let _ = std::fs::remove_dir_all(dir);
+}
