@@ -160,6 +160,26 @@ fn predict_reproduces_official_outputs_with_both_formats_and_f32() {
     let from_f32 = predict_json(&f32_ckpt, &data, &dir.join("f32.json"));
     assert_eq!(from_f32["videos"], official["videos"]);
 
+    // `eval` prints the official accuracy line and writes the breakdown.
+    let eval_json = dir.join("eval.json");
+    let (ok, stdout, stderr) = cace(&[
+        "eval",
+        "--checkpoint",
+        native_dir.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+        eval_json.to_str().unwrap(),
+    ]);
+    assert!(ok, "eval failed: {stderr}");
+    assert!(stdout.contains("accuracy: 23.33 %"), "{stdout}");
+    let b: Value = serde_json::from_slice(&std::fs::read(&eval_json).unwrap()).unwrap();
+    assert_eq!(b["segments"], 30);
+    // Video 1 (Bark at t = 3, 4) is right on 7 background segments; t = 7 predicted 14.
+    assert_eq!(b["confusion"][28][28], 7);
+    assert_eq!(b["confusion"][28][14], 1);
+    assert_eq!(b["per_class"][1]["segments"], 10);
+
     // `info` on the imported checkpoint reports the paper's Table S6 counts.
     let (ok, stdout, _) = cace(&["info", "--checkpoint", native_dir.to_str().unwrap()]);
     assert!(ok);

@@ -317,10 +317,18 @@ fn several_seeds_report_mean_and_std() {
     let out = dir.join("runs");
     let o = train(&data, &out, &cfg, &["--seeds", "4,5"], &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let summary: Value = serde_json::from_slice(&std::fs::read(out.join("seeds_summary.json")).unwrap()).unwrap();
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(out.join("seeds_summary.json")).unwrap()).unwrap();
     let honest: Vec<f64> = ["seed-4", "seed-5"]
         .iter()
-        .map(|s| serde_json::from_slice::<Value>(&std::fs::read(out.join(s).join("report.json")).unwrap()).unwrap()["test_acc_at_best_val"].as_f64().unwrap())
+        .map(|s| {
+            serde_json::from_slice::<Value>(
+                &std::fs::read(out.join(s).join("report.json")).unwrap(),
+            )
+            .unwrap()["test_acc_at_best_val"]
+                .as_f64()
+                .unwrap()
+        })
         .collect();
     let mean = (honest[0] + honest[1]) / 2.0;
     let std = ((honest[0] - mean).powi(2) + (honest[1] - mean).powi(2)).sqrt(); // n - 1 = 1
