@@ -474,7 +474,20 @@ pub fn train(opts: &RunOptions) -> Result<Report> {
             );
             train_acc.update(&pred, &targets.segment);
             let mut grads = KeyedGrads::collect(&model, &terms.total.backward());
-            norm_sum += grads.clip_global_norm(cfg.clip_norm);
+            let norm = grads.clip_global_norm(cfg.clip_norm);
+            if !norm.is_finite() {
+                let bad = grads
+                    .grads
+                    .iter()
+                    .find(|(_, g)| !g.clone().is_finite().all().into_scalar::<bool>())
+                    .map_or("?", |(k, _)| k.as_str());
+                bail!(
+                    "epoch {}: non-finite gradient (global norm {norm}, first in `{bad}`); stopping before the update, {} keeps the last good epoch",
+                    epoch + 1,
+                    run.join(LAST).display()
+                );
+            }
+            norm_sum += norm;
             adam.step(&mut model, &grads, lr);
 
             let n = rows.len() as f64;

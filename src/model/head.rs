@@ -46,9 +46,52 @@ pub struct HeadOutput {
 }
 
 /// `x / max(‖x‖₂, 1e-12)` over the last axis, like `F.normalize`.
+///
+/// A row of zeros is common here (`P` is a ReLU output). The derivative of `sqrt` at 0 is
+/// infinite and 0·∞ would turn its gradient into NaN (PyTorch's norm defines it as 0); the
+/// 1e-24 under the root keeps it finite and changes no f32 value of a norm above 1e-12.
 pub fn l2_normalize(x: Tensor<3>) -> Tensor<3> {
-    let norm = x.clone().square().sum_dim(2).sqrt().clamp_min(1e-12);
+    let norm = x
+        .clone()
+        .square()
+        .sum_dim(2)
+        .add_scalar(1e-24)
+        .sqrt()
+        .clamp_min(1e-12);
     x / norm
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn l2_normalize_of_a_zero_row_has_a_finite_gradient() {
+        let device = Device::flex().autodiff();
+        let x = Tensor::<3>::from_floats([[[3.0, 4.0], [0.0, 0.0]]], &device).require_grad();
+        let y = l2_normalize(x.clone());
+        let v = y
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert_eq!(v, vec![0.6, 0.8, 0.0, 0.0]);
+        let g = y.sum().backward();
+        let gx = x
+            .grad(&g)
+            .unwrap()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert!(gx.iter().all(|g| g.is_finite()), "{gx:?}");
+        // d/dx of (x1 + x2)/‖x‖ at (3, 4): (‖x‖² − x·(x1+x2)... ) = (16 − 12, 9 − 12)/125.
+        assert!(
+            (gx[0] - 4.0 / 125.0).abs() < 1e-6 && (gx[1] + 3.0 / 125.0).abs() < 1e-6,
+            "{gx:?}"
+        );
+    }
 }
 
 impl LocalizationHead {
