@@ -30,6 +30,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub fn init_runtime() {
     // `mi_option_purge_delay` (not exported by libmimalloc-sys) sits right before
     // `mi_option_use_numa_nodes` in both bundled mimalloc versions; -1 = never purge.
-    let purge_delay = libmimalloc_sys::mi_option_use_numa_nodes - 1;
-    unsafe { libmimalloc_sys::mi_option_set(purge_delay, -1) };
+    // `MIMALLOC_PURGE_DELAY` in the environment (read by mimalloc itself) takes precedence.
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        let purge_delay = libmimalloc_sys::mi_option_use_numa_nodes - 1;
+        unsafe { libmimalloc_sys::mi_option_set(purge_delay, -1) };
+    }
 }
