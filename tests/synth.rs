@@ -188,7 +188,7 @@ fn round_trip_30_videos() {
     for needle in [
         "\"seed\": 0,",
         "\"videos\": 30,",
-        "\"noise\": 1,",
+        "\"noise\": 0.75,",
         "\"dtype\": \"float64\"",
     ] {
         assert!(info.contains(needle), "{needle} not in synth.json:\n{info}");
@@ -212,11 +212,11 @@ fn all_rows_use_the_official_layout() {
     let ev: usize = anns.iter().map(|a| (a.end - a.start) as usize).sum();
     assert_eq!(s.event_segments, ev);
     assert_eq!(s.background_segments, 41430 - ev);
-    // Kind probabilities 0.35 / 0.35 / 0.30 (±3 %).
+    // Kind probabilities 0.30 / 0.45 / 0.25 (±3 %).
     for (k, p) in [
-        (s.off_screen_sound, 0.35),
-        (s.silent_object, 0.35),
-        (s.neither, 0.30),
+        (s.off_screen_sound, 0.30),
+        (s.silent_object, 0.45),
+        (s.neither, 0.25),
     ] {
         let f = k as f64 / s.background_segments as f64;
         assert!((f - p).abs() < 0.03, "{f} vs {p}");

@@ -19,8 +19,10 @@
 //! of the channels active, like ReLU'd VGG channels) and a unit-norm non-negative audio prototype
 //! `Q_c` (ReLU'd Gaussian). Classes of one semantic group ([`CLASS_GROUPS`]: voices, animals,
 //! aircraft, road vehicles, string instruments, wind instruments, household/machines, bells)
-//! share a group component (weight 0.6 against 0.8 for the class's own component), so prototypes
-//! of e.g. violin and mandolin are confusable. Prototypes depend on the seed only.
+//! share a group component: audio prototypes weigh it 0.6 against 0.8 for the class's own
+//! component, visual prototypes 0.8 against 0.35 (cosine ≈ 0.84 within a group), so related
+//! classes look alike (violin, ukulele, mandolin) and mostly sound tells them apart. Prototypes
+//! depend on the seed only.
 //!
 //! Each segment `t` of a video of category `c` is one of four kinds:
 //!
@@ -32,7 +34,7 @@
 //! | neither | 28 | no | no |
 //!
 //! A background segment is off-screen / silent / neither with probability [`P_OFF_SCREEN`] /
-//! [`P_SILENT`] / `1 − both` (0.35 / 0.35 / 0.30), so neither modality alone separates event
+//! [`P_SILENT`] / `1 − both` (0.30 / 0.45 / 0.25), so neither modality alone separates event
 //! from background. The video's category supplies the prototypes of background segments too
 //! (also for AVE row 26, which has no event segment).
 //!
@@ -107,10 +109,10 @@ pub const SYNTH_INFO_FILE: &str = "synth.json";
 /// Default of [`SynthConfig::noise`].
 pub const DEFAULT_NOISE: f32 = 0.75;
 /// Probability that a background segment is "off-screen sound" (audible, not visible).
-pub const P_OFF_SCREEN: f32 = 0.35;
+pub const P_OFF_SCREEN: f32 = 0.30;
 /// Probability that a background segment is "silent object" (visible, not audible).
-/// The remaining `1 − P_OFF_SCREEN − P_SILENT` (0.30) is "neither".
-pub const P_SILENT: f32 = 0.35;
+/// The remaining `1 − P_OFF_SCREEN − P_SILENT` (0.25) is "neither".
+pub const P_SILENT: f32 = 0.45;
 /// Rows generated and written per hyperslab.
 pub const CHUNK_ROWS: usize = 16;
 
@@ -168,6 +170,11 @@ const P_DRIFT: f32 = 0.5;
 const P_DISTRACTOR_SAME_GROUP: f32 = 0.7;
 const GROUP_W: f32 = 0.6;
 const OWN_W: f32 = 0.8;
+/// Visual prototypes are dominated by their group's component (cosine ≈ 0.84 within a group),
+/// so vision alone confuses related classes (a violin and a ukulele look alike) and sound,
+/// whose prototypes keep the weights above, tells them apart.
+const VISUAL_GROUP_W: f32 = 0.8;
+const VISUAL_OWN_W: f32 = 0.35;
 const VISUAL_GROUP_DENSITY: f32 = 0.06;
 const VISUAL_OWN_DENSITY: f32 = 0.10;
 
@@ -635,12 +642,8 @@ impl Prototypes {
             .collect();
         let ag: Vec<Vec<f32>> = (0..NUM_GROUPS).map(|_| relu(&mut rng)).collect();
         let ac: Vec<Vec<f32>> = (0..NUM_CLASSES).map(|_| relu(&mut rng)).collect();
-        let mix = |g: &[f32], own: &[f32]| {
-            let mut v: Vec<f32> = g
-                .iter()
-                .zip(own)
-                .map(|(a, b)| GROUP_W * a + OWN_W * b)
-                .collect();
+        let mix = |g: &[f32], own: &[f32], (gw, ow): (f32, f32)| {
+            let mut v: Vec<f32> = g.iter().zip(own).map(|(a, b)| gw * a + ow * b).collect();
             normalize(&mut v);
             v
         };
@@ -648,8 +651,8 @@ impl Prototypes {
         let mut audio = Vec::with_capacity(NUM_CLASSES * da);
         for c in 0..NUM_CLASSES {
             let g = CLASS_GROUPS[c] as usize;
-            visual.extend(mix(&vg[g], &vc[c]));
-            audio.extend(mix(&ag[g], &ac[c]));
+            visual.extend(mix(&vg[g], &vc[c], (VISUAL_GROUP_W, VISUAL_OWN_W)));
+            audio.extend(mix(&ag[g], &ac[c], (GROUP_W, OWN_W)));
         }
         Prototypes {
             dv,
