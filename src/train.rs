@@ -213,7 +213,7 @@ const BEST: &str = "best";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const STATE_FILE: &str = "state.json";
 const METRICS_FILE: &str = "metrics.jsonl";
-const CONFIG_FILE: &str = "train_config.json";
+pub const CONFIG_FILE: &str = "train_config.json";
 pub const REPORT_FILE: &str = "report.json";
 
 fn epoch_seed(seed: u64, epoch: usize) -> u64 {
@@ -338,10 +338,6 @@ pub fn train(opts: &RunOptions) -> Result<Report> {
             run.display()
         );
     }
-    if opts.resume && existing.is_none() && run.join(CONFIG_FILE).exists() {
-        // Killed before the first epoch finished: start over in place.
-    }
-
     let data = AveDir::open(&opts.data)?;
     let train_rows = data.order(Split::Train)?;
     let val_rows = data.order(Split::Val).ok();

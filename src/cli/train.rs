@@ -48,7 +48,13 @@ pub fn load_config(path: Option<&PathBuf>) -> Result<TrainConfig> {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut config = load_config(a.config.as_ref())?;
+    // Resuming without --config continues with the run's own saved config.
+    let saved = a.out.join(train::CONFIG_FILE);
+    let mut config = if a.resume && a.config.is_none() && a.seeds.is_empty() && saved.exists() {
+        load_config(Some(&saved))?
+    } else {
+        load_config(a.config.as_ref())?
+    };
     if let Some(e) = a.epochs {
         config.epochs = e;
     }

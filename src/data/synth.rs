@@ -59,19 +59,19 @@
 //!
 //! | noise | AND of both thresholds: accuracy | best visual-only threshold: accuracy, background called event | best audio-only |
 //! |---|---|---|---|
-//! | 0.5 | 0.995 | 0.924, 35 % | 0.921, 37 % |
-//! | 1 | 0.955 | 0.924, 35 % | 0.914, 37 % |
-//! | 1.5 | 0.881 | 0.914, 38 % | 0.892, 44 % |
-//! | 2 | 0.789 | 0.883, 44 % | 0.859, 54 % |
+//! | 0.5 | 0.994 | 0.904, 45 % | 0.934, 31 % |
+//! | 1 | 0.948 | 0.904, 45 % | 0.927, 32 % |
+//! | 1.5 | 0.870 | 0.890, 46 % | 0.901, 40 % |
+//! | 2 | 0.775 | 0.854, 59 % | 0.867, 50 % |
 //!
-//! Linear softmax probes (29-way per segment, trained on the train split of all 4143 rows, scored
+//! Linear softmax probes of the first version of the generator (visual group weight 0.6,
+//! backgrounds 35/35/30 %; 29-way per segment, trained on the train split of all 4143 rows, scored
 //! on the test split, features = cell-mean visual ⊕ audio; test `linear_probe_report`) at
 //! noise 1: 0.848 (visual alone 0.602, audio alone 0.815; event/background 0.888 against
 //! 0.822 for "always event"); at noise 2: 0.477.
 //!
-//! The default, 0.75, is calibrated on CACE-Net itself (BENCHMARKS.md): 1,200 videos, 20 CPU
-//! epochs with the published settings reach ≥ 90 % test accuracy (selected on val) and fall far
-//! below with the audio zeroed; at noise 1 the same run stays near 87 %.
+//! The default, 0.75, was chosen with CACE-Net itself: 1,200 videos, 20 CPU epochs, published
+//! settings, with and without audio (BENCHMARKS.md has the runs and their numbers).
 
 //! # Determinism
 //! Random numbers come from ChaCha8 (`rand_chacha`, portable) seeded with `seed`: stream 0 for the
