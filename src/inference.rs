@@ -1,13 +1,13 @@
 //! Evaluation-mode inference over a split of an AVE-layout dataset.
 
 use anyhow::{Context, Result};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use serde::Serialize;
 
 use crate::T;
 use crate::data::annotations::{BACKGROUND, CATEGORIES};
 use crate::data::ave::{AveDir, Split};
-use crate::loss::Targets;
+use crate::data::batch::{Features, Prefetch, Shapes};
 use crate::metric::{Accuracy, predict};
 use crate::model::{CaceNet, ForwardOptions};
 
@@ -48,48 +48,6 @@ pub fn label_name(label: usize) -> String {
     }
 }
 
-/// One batch of features as the model takes them.
-pub struct Batch {
-    pub rows: Vec<usize>,
-    pub visual: Tensor<5>,
-    pub audio: Tensor<3>,
-    pub labels: Option<Vec<f32>>,
-}
-
-/// Reads `rows` from `data` into tensors on `device`.
-pub fn read_batch(data: &AveDir, rows: &[usize], device: &Device) -> Result<Batch> {
-    let b = rows.len();
-    let vshape = data.visual_shape();
-    anyhow::ensure!(
-        vshape.len() == 4,
-        "{}: the model needs visual feature maps [N, 10, 7, 7, C]; this file holds pooled features {:?}",
-        data.dir().join(crate::data::ave::VISUAL_FILE).display(),
-        vshape
-    );
-    let mut v = Vec::with_capacity(b * vshape.iter().product::<usize>());
-    data.read_visual(rows, &mut v)?;
-    let mut a = Vec::with_capacity(b * T * data.audio_dim());
-    data.read_audio(rows, &mut a)?;
-    let labels = if data.has_labels() {
-        let mut l = Vec::new();
-        data.read_labels(rows, &mut l)?;
-        Some(l)
-    } else {
-        None
-    };
-    let visual = Tensor::from_data(
-        TensorData::new(v, [b, vshape[0], vshape[1], vshape[2], vshape[3]]),
-        device,
-    );
-    let audio = Tensor::from_data(TensorData::new(a, [b, T, data.audio_dim()]), device);
-    Ok(Batch {
-        rows: rows.to_vec(),
-        visual,
-        audio,
-        labels,
-    })
-}
-
 fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
@@ -107,15 +65,21 @@ pub fn predict_split(
     device: &Device,
 ) -> Result<SplitPrediction> {
     let order = data.order(split)?;
+    let shapes = Shapes::of(data)?;
     let mut videos = Vec::with_capacity(order.len());
     let mut acc = Accuracy::default();
-    for rows in order.chunks(batch_size.max(1)) {
-        let batch = read_batch(data, rows, device)
-            .with_context(|| format!("reading {split} rows {rows:?}"))?;
+    let batches = order
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect();
+    for batch in Prefetch::start(Features::Disk(data.dir().to_path_buf()), shapes, batches) {
+        let batch = batch.with_context(|| format!("reading the {split} split"))?;
+        let rows = batch.rows.clone();
         let b = rows.len();
+        let (visual, audio, targets) = batch.into_tensors(false, device);
         let out = model.forward(
-            batch.visual,
-            batch.audio,
+            visual,
+            audio,
             ForwardOptions {
                 bece_on: true,
                 noise: None,
@@ -124,7 +88,6 @@ pub fn predict_split(
         let logits = to_vec(out.is_event);
         let scores = to_vec(out.event_scores);
         let pred = predict(&logits, &scores, b);
-        let targets = batch.labels.as_ref().map(|l| Targets::from_onehot(l, b));
         if let Some(t) = &targets {
             acc.update(&pred, &t.segment);
         }

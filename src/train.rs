@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{self, native};
 use crate::config::ModelConfig;
 use crate::data::ave::{AveDir, Split};
-use crate::data::batch::{FeatureStore, Features, Prefetch, Shapes};
+use crate::data::batch::{FeatureStore, Features, Prefetch, Shapes, require_labels};
 use crate::loss::objective;
 use crate::metric::{Accuracy, predict};
 use crate::model::{CaceNet, ForwardOptions};
@@ -134,6 +134,7 @@ pub fn evaluate(
         let batch = batch?;
         let b = batch.rows.len();
         let (v, a, tg) = batch.into_tensors(zero_audio, device);
+        let tg = tg.context("evaluation needs labels")?;
         let out = model.forward(
             v,
             a,
@@ -348,6 +349,7 @@ pub fn train(opts: &RunOptions) -> Result<Report> {
     let mut needed = train_rows.clone();
     needed.extend(val_rows.iter().flatten());
     needed.extend(test_rows.iter().flatten());
+    require_labels(&data)?;
     let shapes = Shapes::of(&data)?;
     let (c_in, a_in) = (shapes.visual[3], shapes.audio);
     if c_in != cfg.model.visual_dim || a_in != cfg.model.audio_dim {
@@ -449,6 +451,7 @@ pub fn train(opts: &RunOptions) -> Result<Report> {
             let batch = batch?;
             let rows = batch.rows.clone();
             let (v, a, targets) = batch.into_tensors(cfg.zero_audio, &device);
+            let targets = targets.context("training needs labels")?;
             let out = model.forward(
                 v,
                 a,

@@ -54,6 +54,17 @@ impl Shapes {
     }
 }
 
+/// Training and evaluation need labels: `labels.h5`, `Annotations.txt`, or the 4143-row AVE set.
+pub fn require_labels(data: &AveDir) -> Result<()> {
+    if !data.has_labels() {
+        bail!(
+            "{}: no labels (labels.h5, or Annotations.txt, or the 4143-row AVE set)",
+            data.dir().display()
+        );
+    }
+    Ok(())
+}
+
 /// The rows a run needs, as f32 in memory.
 pub struct FeatureStore {
     slot: HashMap<usize, usize>,
@@ -66,6 +77,7 @@ pub struct FeatureStore {
 impl FeatureStore {
     /// Reads `rows` of `data` (features and one-hot labels) into memory.
     pub fn load(data: &AveDir, rows: &[usize]) -> Result<Self> {
+        require_labels(data)?;
         let shapes = Shapes::of(data)?;
         let mut sorted = rows.to_vec();
         sorted.sort_unstable();
@@ -111,7 +123,7 @@ impl FeatureStore {
     }
 }
 
-/// One batch on the host, rows in batch order.
+/// One batch on the host, rows in batch order. `labels` is empty when the dataset has none.
 pub struct HostBatch {
     pub rows: Vec<usize>,
     pub visual: Vec<f32>,
@@ -137,22 +149,25 @@ impl HostBatch {
         let mut b = Self::with_capacity(rows, shapes);
         data.read_visual(rows, &mut b.visual)?;
         data.read_audio(rows, &mut b.audio)?;
-        data.read_labels(rows, &mut b.labels)?;
+        if data.has_labels() {
+            data.read_labels(rows, &mut b.labels)?;
+        }
         Ok(b)
     }
 
-    /// `([B, 10, 7, 7, C], [B, 10, Ca], targets)` on `device`; `zero_audio` replaces audio by 0.
+    /// `([B, 10, 7, 7, C], [B, 10, Ca], targets)` on `device` (`targets` is `None` without
+    /// labels); `zero_audio` replaces audio by 0.
     pub fn into_tensors(
         mut self,
         zero_audio: bool,
         device: &Device,
-    ) -> (Tensor<5>, Tensor<3>, Targets) {
+    ) -> (Tensor<5>, Tensor<3>, Option<Targets>) {
         let b = self.rows.len();
         if zero_audio {
             self.audio.iter_mut().for_each(|x| *x = 0.0);
         }
         let [t, h, w, c] = self.shapes.visual;
-        let targets = Targets::from_onehot(&self.labels, b);
+        let targets = (!self.labels.is_empty()).then(|| Targets::from_onehot(&self.labels, b));
         let visual = Tensor::from_data(TensorData::new(self.visual, [b, t, h, w, c]), device);
         let audio = Tensor::from_data(
             TensorData::new(self.audio, [b, T, self.shapes.audio]),
