@@ -1,7 +1,9 @@
 //! cace-net: CACE-Net (He et al., ACM MM 2024) for audio-visual event localization, on burn.
 //!
-//! Follow one video through the crate: [`model`] (AVCA → temporal encoder → relation
-//! attention → head with BECE), [`checkpoint`] (official `.pth.tar` and native files).
+//! Follow one video through the crate: [`data`] (AVE HDF5 layout, annotations, synthetic sets,
+//! batches) → [`model`] (AVCA → temporal encoder → relation attention → head with BECE) →
+//! [`loss`] and [`metric`] → [`train`] (objective, schedule, [`optim`], resumable runs) and
+//! [`inference`]; [`checkpoint`] reads official `.pth.tar` files and our native format.
 
 pub mod bench;
 pub mod checkpoint;
