@@ -1,15 +1,15 @@
 //! Evaluation-mode inference over a split of an AVE-layout dataset.
 
 use anyhow::{Context, Result};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use serde::Serialize;
 
-use crate::T;
 use crate::data::annotations::{BACKGROUND, CATEGORIES};
 use crate::data::ave::{AveDir, Split};
 use crate::data::batch::{Features, Prefetch, Shapes};
 use crate::metric::{Accuracy, predict};
 use crate::model::{CaceNet, ForwardOptions};
+use crate::{T, to_vec};
 
 /// Model outputs for one video, as `cace predict` writes them.
 #[derive(Debug, Clone, Serialize)]
@@ -46,13 +46,6 @@ pub fn label_name(label: usize) -> String {
     } else {
         CATEGORIES[label].to_string()
     }
-}
-
-fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .expect("f32 tensor")
 }
 
 /// Runs `model` (evaluation mode: a device without autodiff, BECE's λ-mix on, as the official

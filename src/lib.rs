@@ -21,6 +21,14 @@ pub mod train;
 /// One-second segments per video.
 pub const T: usize = 10;
 
+/// A float tensor's values as `f32`, row-major.
+pub fn to_vec<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("float tensor")
+}
+
 /// Large tensors (a `[64, 10, 7, 7, 512]` activation is 64 MB) are allocated and freed many
 /// times per step. glibc returns them to the OS each time and the kernel then zeroes fresh
 /// pages on every use: a third of a training step went to page faults. mimalloc, told never to

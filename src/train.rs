@@ -30,6 +30,7 @@ use crate::loss::objective;
 use crate::metric::{Accuracy, predict};
 use crate::model::{CaceNet, ForwardOptions};
 use crate::optim::{Adam, AdamConfig, AdamState, KeyedGrads, MultiStepLr};
+use crate::to_vec;
 
 /// Everything a run depends on; saved as `RUN_DIR/train_config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,13 +108,6 @@ impl TrainConfig {
         }
         Ok(())
     }
-}
-
-fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .expect("f32 tensor")
 }
 
 /// Official accuracy of an evaluation-mode `model` on `rows`; also returns predictions and

@@ -150,11 +150,7 @@ impl StateVisitor for Saver {
     ) {
         let value = param.val();
         let dims = value.dims().to_vec();
-        let data: Vec<f32> = value
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .expect("f32 parameter data");
+        let data = crate::to_vec(value);
         let data = match layout {
             Layout::Same => data,
             Layout::Transposed => transpose2(&data, dims[0], dims[1]),

@@ -444,19 +444,7 @@ impl FeatureFile {
 
     /// Reads rows `start..start+count` with one hyperslab and appends them as f32.
     fn read_run(&self, start: usize, count: usize, out: &mut Vec<f32>) -> Result<(), DataError> {
-        let mut dims = vec![SliceOrIndex::SliceCount {
-            start,
-            step: 1,
-            count,
-            block: 1,
-        }];
-        dims.extend(self.shape[1..].iter().map(|&d| SliceOrIndex::SliceCount {
-            start: 0,
-            step: 1,
-            count: d,
-            block: 1,
-        }));
-        let slab = Hyperslab::from(dims);
+        let slab = row_slab(start, count, &self.shape);
         let context = || {
             format!(
                 "cannot read rows {start}..{} of dataset '{FEATURE_KEY}'",
@@ -599,6 +587,23 @@ fn read_order_file(path: &Path, n: usize) -> Result<Vec<usize>, DataError> {
 
 // ------------------------------------------------------------------------------------------------
 // Reader
+
+/// Rows `start..start + count` of a dataset of `shape`, whole along every other axis.
+pub(crate) fn row_slab(start: usize, count: usize, shape: &[usize]) -> Hyperslab {
+    let mut dims = vec![SliceOrIndex::SliceCount {
+        start,
+        step: 1,
+        count,
+        block: 1,
+    }];
+    dims.extend(shape[1..].iter().map(|&d| SliceOrIndex::SliceCount {
+        start: 0,
+        step: 1,
+        count: d,
+        block: 1,
+    }));
+    Hyperslab::from(dims)
+}
 
 /// An opened, validated AVE-layout directory.
 pub struct AveDir {

@@ -94,14 +94,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use hdf5::{Hyperslab, SliceOrIndex};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 use super::annotations::{Annotation, BACKGROUND, NUM_CLASSES, T, builtin_annotations};
 use super::ave::{
     ANNOTATIONS_FILE, AUDIO_FILE, AVE_ROWS, DataError, FEATURE_KEY, FeatureDType, GRID,
-    LABELS_FILE, NUM_LABELS, ORDER_KEY, Split, VISUAL_FILE, builtin_order,
+    LABELS_FILE, NUM_LABELS, ORDER_KEY, Split, VISUAL_FILE, builtin_order, row_slab,
 };
 
 /// File describing the generator parameters, seed, summary and row provenance.
@@ -944,19 +943,7 @@ impl StreamWriter {
         let count = data.len() / row_len;
         assert_eq!(count * row_len, data.len());
         assert!(self.next_row + count <= self.shape[0]);
-        let mut dims = vec![SliceOrIndex::SliceCount {
-            start: self.next_row,
-            step: 1,
-            count,
-            block: 1,
-        }];
-        dims.extend(self.shape[1..].iter().map(|&d| SliceOrIndex::SliceCount {
-            start: 0,
-            step: 1,
-            count: d,
-            block: 1,
-        }));
-        let slab = Hyperslab::from(dims);
+        let slab = row_slab(self.next_row, count, &self.shape);
         let mut mem_shape = vec![count];
         mem_shape.extend_from_slice(&self.shape[1..]);
         let context = format!(
