@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod encoders;
 pub mod inference;
 pub mod loss;
 pub mod metric;

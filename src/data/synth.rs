@@ -149,6 +149,13 @@ pub const CLASS_GROUPS: [u8; NUM_CLASSES] = [
 ];
 const NUM_GROUPS: usize = 8;
 
+/// Visual family of class `c`: pairs of semantic groups that look alike at the resolution of the
+/// features — living beings (voices, animals), vehicles (aircraft, road vehicles), instruments
+/// (strings, winds), objects (household/machines, bells).
+pub fn visual_family(c: usize) -> usize {
+    CLASS_GROUPS[c] as usize / 2
+}
+
 // Amplitudes (prototypes are unit-norm) and noise scales at `noise = 1`.
 const VISUAL_AMP: f32 = 2.5;
 const AUDIO_AMP: f32 = 3.0;
@@ -169,11 +176,13 @@ const P_DRIFT: f32 = 0.5;
 const P_DISTRACTOR_SAME_GROUP: f32 = 0.7;
 const GROUP_W: f32 = 0.6;
 const OWN_W: f32 = 0.8;
-/// Visual prototypes are dominated by their group's component (cosine ≈ 0.84 within a group),
-/// so vision alone confuses related classes (a violin and a ukulele look alike) and sound,
-/// whose prototypes keep the weights above, tells them apart.
+/// Visual prototypes are dominated by the component of their visual *family* (two semantic
+/// groups each, see [`visual_family`]; cosine ≈ 0.97 within a family), so vision alone
+/// confuses related classes (a violin and a ukulele, a dog and a speaking man, a helicopter and
+/// a race car look alike at this level) and sound, whose prototypes keep the weights above and
+/// the finer groups, tells them apart.
 const VISUAL_GROUP_W: f32 = 0.8;
-const VISUAL_OWN_W: f32 = 0.35;
+const VISUAL_OWN_W: f32 = 0.15;
 const VISUAL_GROUP_DENSITY: f32 = 0.06;
 const VISUAL_OWN_DENSITY: f32 = 0.10;
 
@@ -650,7 +659,7 @@ impl Prototypes {
         let mut audio = Vec::with_capacity(NUM_CLASSES * da);
         for c in 0..NUM_CLASSES {
             let g = CLASS_GROUPS[c] as usize;
-            visual.extend(mix(&vg[g], &vc[c], (VISUAL_GROUP_W, VISUAL_OWN_W)));
+            visual.extend(mix(&vg[visual_family(c)], &vc[c], (VISUAL_GROUP_W, VISUAL_OWN_W)));
             audio.extend(mix(&ag[g], &ac[c], (GROUP_W, OWN_W)));
         }
         Prototypes {
