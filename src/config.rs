@@ -15,6 +15,11 @@ pub enum Guide {
     CoGuide,
     /// Audio guides vision only: the same module with ψ forced to 0 (paper "AVCA-Visual-only").
     AudioGuide,
+    /// Vision guides audio only (`Only_Visual_Guided_Attention`, paper "AVCA-Audio-only"): the
+    /// visual output is the plain mean of the 49 cells, audio is calibrated with ψ.
+    VisualGuide,
+    /// No AVCA (paper "w/o AVCA"): visual = mean of the 49 cells, audio unchanged.
+    None,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,7 +56,31 @@ pub struct ModelConfig {
     pub contrastive: bool,
     /// σ of the Gaussian noise that makes BECE's key view.
     pub noise_std: f64,
+    /// How BECE's key view is made from `F_av` (Table S4a).
+    pub augmentation: Augmentation,
+    /// Probability that an entry of `F_av` is zeroed, for [`Augmentation::ChannelMask`].
+    pub channel_mask_p: f64,
+    /// Weight `w` of the segment itself in [`Augmentation::Mixup`]: `w·F_t + (1 − w)·F_π(t)`.
+    pub mixup_weight: f64,
+    /// Table 2's starred row: the enhanced feature `F_o = F_av + λ·P` also feeds the category
+    /// head (the code has no switch for it; off = the published model).
+    pub enhanced_for_category: bool,
     pub dropout: DropoutConfig,
+}
+
+/// The augmentation that makes BECE's second (key) view (paper Table S4a; the official code
+/// keeps only Gaussian noise, the other two are commented out there, REFERENCE §5.1.13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Augmentation {
+    /// `F_av + σ·N(0, 1)` (`noise_std` = σ; the published model).
+    #[default]
+    GaussianNoise,
+    /// `F_av ⊙ m`, `m` Bernoulli with P(0) = `channel_mask_p`, drawn per entry.
+    ChannelMask,
+    /// Mixup over time: every segment mixed with another segment of the same video
+    /// (a random permutation of the T segments per batch), weight `mixup_weight`.
+    Mixup,
 }
 
 /// Dropout probabilities of the official code (all inactive in evaluation).
@@ -99,6 +128,10 @@ impl Default for ModelConfig {
             cas_top_k: 4,
             contrastive: true,
             noise_std: 0.1,
+            augmentation: Augmentation::GaussianNoise,
+            channel_mask_p: 0.2,
+            mixup_weight: 0.7,
+            enhanced_for_category: false,
             dropout: DropoutConfig::default(),
         }
     }
@@ -119,8 +152,8 @@ impl ModelConfig {
     /// ψ as the forward pass uses it (`Audio-Guide` forces 0).
     pub fn effective_psi(&self) -> f64 {
         match self.guide {
-            Guide::CoGuide => self.psi,
-            Guide::AudioGuide => 0.0,
+            Guide::CoGuide | Guide::VisualGuide => self.psi,
+            Guide::AudioGuide | Guide::None => 0.0,
         }
     }
 
@@ -143,6 +176,18 @@ impl ModelConfig {
                 crate::T,
                 self.cas_top_k
             ));
+        }
+        if !(0.0..1.0).contains(&self.channel_mask_p) {
+            return Err(format!(
+                "channel_mask_p must be in [0, 1), got {}",
+                self.channel_mask_p
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.mixup_weight) {
+            return Err(format!("mixup_weight must be in [0, 1], got {}", self.mixup_weight));
+        }
+        if !(self.noise_std >= 0.0) {
+            return Err(format!("noise_std must be >= 0, got {}", self.noise_std));
         }
         for (name, p) in [
             ("visual_fc", self.dropout.visual_fc),

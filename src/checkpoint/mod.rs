@@ -17,7 +17,8 @@ use anyhow::{Result, bail};
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::config::ModelConfig;
+use crate::config::{Guide, ModelConfig};
+use crate::model::temporal::TemporalKind;
 use crate::model::CaceNet;
 use crate::model::state::{HasState, Layout, Prefix, StateVisitor, stored_shape};
 
@@ -221,6 +222,25 @@ pub fn infer_official_config(sd: &StateDict) -> ModelConfig {
     if let Some(t) = sd.get("a_fc.weight").filter(|t| t.shape.len() == 2) {
         config.audio_dim = t.shape[1];
         config.audio_fc = config.audio_dim != 128;
+    }
+    // Variants made by editing the official code (REFERENCE §3.3) show in the key set.
+    let has = |k: &str| sd.get(k).is_some();
+    let rnn = "audio_visual_rnn_layer.audio_rnn";
+    config.temporal = if has(&format!("{rnn}.weight_ih_l0_reverse")) {
+        TemporalKind::BiLstm
+    } else if has(&format!("{rnn}.weight_ih_l0")) {
+        TemporalKind::Lstm
+    } else if has(&format!("{rnn}.weight")) {
+        TemporalKind::Fc
+    } else if has("audio_visual_rnn_layer.audio_snn.fc.0.weight") {
+        TemporalKind::Snn
+    } else {
+        TemporalKind::None
+    };
+    if !has("spatial_channel_att.video_query.weight") {
+        config.guide = Guide::None;
+    } else if !has("spatial_channel_att.video_query2.weight") {
+        config.guide = Guide::VisualGuide;
     }
     config
 }

@@ -9,6 +9,8 @@ use burn::nn::{Dropout, LayerNorm, Linear};
 use burn::tensor::activation::{relu, sigmoid, softmax};
 use burn::tensor::{Device, Tensor};
 
+use crate::config::Guide;
+
 use super::nn::{dropout, fused_linear, layer_norm, linear};
 use super::state::{HasState, Prefix, StateVisitor};
 use super::trace::Trace;
@@ -56,6 +58,10 @@ pub struct CoGuidedAttention {
     pub psi: f64,
     /// β: weight of the self-calibration of the audio-guided visual vector.
     pub beta: f64,
+    /// Which guidance runs (Co-/Audio-Guide: everything; Visual-Guide: vision guides audio
+    /// only; None: no attention at all).
+    #[module(skip)]
+    pub guide: Guide,
 }
 
 /// Widths fixed by the official class: visual 512, audio 128, hidden 256, spatial q/k 512/4.
@@ -65,7 +71,7 @@ const HID: usize = 256;
 const QK: usize = V / 4;
 
 impl CoGuidedAttention {
-    pub fn new(psi: f64, beta: f64, p: f64, device: &Device) -> Self {
+    pub fn new(guide: Guide, psi: f64, beta: f64, p: f64, device: &Device) -> Self {
         Self {
             affine_video_1: linear(V, V, device),
             affine_audio_1: linear(A, V, device),
@@ -96,6 +102,7 @@ impl CoGuidedAttention {
             dropout: dropout(p),
             psi,
             beta,
+            guide,
         }
     }
 
@@ -116,6 +123,76 @@ impl CoGuidedAttention {
     /// `visual [B, T, 7, 7, 512]` (after `v_fc`), `audio [B, T, 128]` →
     /// `(v_out [B, T, 512], a_out [B, T, 128])`.
     pub fn forward(
+        &self,
+        visual: Tensor<5>,
+        audio: Tensor<3>,
+        trace: &mut Trace,
+    ) -> (Tensor<3>, Tensor<3>) {
+        match self.guide {
+            Guide::CoGuide | Guide::AudioGuide => self.forward_co_guide(visual, audio, trace),
+            Guide::VisualGuide => self.forward_visual_guide(visual, audio),
+            Guide::None => {
+                let [b, t, h, w, c] = visual.dims();
+                let mean = visual.reshape([b, t, h * w, c]).mean_dim(2).reshape([b, t, c]);
+                (mean, audio)
+            }
+        }
+    }
+
+    /// `Only_Visual_Guided_Attention` (REFERENCE §5.2): visual = mean of the cells of V0;
+    /// audio = A + ψ·σ(ã)⊙A with the query from branch #1 (`video_*`, `v_norm`).
+    fn forward_visual_guide(&self, visual: Tensor<5>, audio: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+        let [b, t, h, w, c] = visual.dims();
+        let x = visual.reshape([b * t, h * w, c]);
+        let v_out = x.clone().mean_dim(1).reshape([b, t, c]);
+        let mut p = fused_linear(x.clone(), &[&self.video_query, &self.video_key, &self.video_value])
+            .into_iter();
+        let mut next = || p.next().expect("three projections");
+        let (q, k, v) = (next(), next(), next());
+        let g1 = self.spatial_self_attention(&x, q, k, v);
+        let a_out = self.visual_guided_audio(g1, audio, b, t, c, &mut Trace::off());
+        (v_out, a_out)
+    }
+
+    /// Steps 3.7–3.9: audio temporal self-attention, then the visual query `mean_cells(g)`
+    /// attends over it, and `a_out = A + ψ·σ(ã)⊙A`.
+    fn visual_guided_audio(
+        &self,
+        g: Tensor<3>,
+        audio: Tensor<3>,
+        b: usize,
+        t: usize,
+        c: usize,
+        trace: &mut Trace,
+    ) -> Tensor<3> {
+        // 3.7 Audio temporal self-attention; code: adds dropout, residual and LayerNorm.
+        let aq = self.audio_query.forward(audio.clone());
+        let ak = self.audio_key.forward(audio.clone());
+        let av = self.audio_value.forward(audio.clone());
+        trace.record(&format!("{NAME}.audio_query"), &aq);
+        trace.record(&format!("{NAME}.audio_key"), &ak);
+        trace.record(&format!("{NAME}.audio_value"), &av);
+        let sa = softmax(aq.matmul(ak.swap_dims(1, 2)), 2); // [B, T, T]
+        let ag = self
+            .a_norm
+            .forward(audio.clone() + self.dropout.forward(sa.matmul(av)));
+        trace.record(&format!("{NAME}.a_norm"), &ag);
+
+        // 3.8 Visual-guided audio attention.
+        let qv2 = self.v_query.forward(g.mean_dim(1).reshape([b, t, c]));
+        let kv = self.vaudio_key.forward(ag.clone());
+        let vv = self.vaudio_value.forward(ag);
+        trace.record(&format!("{NAME}.v_query"), &qv2);
+        trace.record(&format!("{NAME}.vaudio_key"), &kv);
+        trace.record(&format!("{NAME}.vaudio_value"), &vv);
+        let a_tilde = softmax(qv2.matmul(kv.swap_dims(1, 2)), 2).matmul(vv);
+
+        // 3.9 a_out = A + ψ·σ(ã)⊙A (paper Eq. 6), on the raw A.
+        audio.clone() + sigmoid(a_tilde).mul_scalar(self.psi) * audio
+    }
+
+    /// Co-Guide (and Audio-Guide, ψ = 0): the published AVCA, REFERENCE §2.3 step 3.
+    fn forward_co_guide(
         &self,
         visual: Tensor<5>,
         audio: Tensor<3>,
@@ -199,30 +276,8 @@ impl CoGuidedAttention {
         // 3.6 v_out = vcs + β·σ(c_self)⊙vcs (paper Eq. 2).
         let v_out = (vcs.clone() + sigmoid(c_self).mul_scalar(self.beta) * vcs).reshape([b, t, c]);
 
-        // 3.7 Audio temporal self-attention; code: adds dropout, residual and LayerNorm.
-        let aq = self.audio_query.forward(audio.clone());
-        let ak = self.audio_key.forward(audio.clone());
-        let av = self.audio_value.forward(audio.clone());
-        trace.record(&format!("{NAME}.audio_query"), &aq);
-        trace.record(&format!("{NAME}.audio_key"), &ak);
-        trace.record(&format!("{NAME}.audio_value"), &av);
-        let sa = softmax(aq.matmul(ak.swap_dims(1, 2)), 2); // [B, T, T]
-        let ag = self
-            .a_norm
-            .forward(audio.clone() + self.dropout.forward(sa.matmul(av)));
-        trace.record(&format!("{NAME}.a_norm"), &ag);
-
-        // 3.8 Visual-guided audio attention; code: the query comes from branch #2.
-        let qv2 = self.v_query.forward(g2.mean_dim(1).reshape([b, t, c]));
-        let kv = self.vaudio_key.forward(ag.clone());
-        let vv = self.vaudio_value.forward(ag);
-        trace.record(&format!("{NAME}.v_query"), &qv2);
-        trace.record(&format!("{NAME}.vaudio_key"), &kv);
-        trace.record(&format!("{NAME}.vaudio_value"), &vv);
-        let a_tilde = softmax(qv2.matmul(kv.swap_dims(1, 2)), 2).matmul(vv);
-
-        // 3.9 a_out = A + ψ·σ(ã)⊙A (paper Eq. 6), on the raw A.
-        let a_out = audio.clone() + sigmoid(a_tilde).mul_scalar(self.psi) * audio;
+        // 3.7–3.9; code: the visual query comes from branch #2.
+        let a_out = self.visual_guided_audio(g2, audio, b, t, c, trace);
         trace.record(&format!("{NAME}:visual_out"), &v_out);
         trace.record(&format!("{NAME}:audio_out"), &a_out);
         (v_out, a_out)
@@ -230,7 +285,17 @@ impl CoGuidedAttention {
 }
 
 impl HasState for CoGuidedAttention {
+    /// Keys per guide as REFERENCE §3.3 lists them: Co-/Audio-Guide 242 model keys in all,
+    /// Visual-Guide without the second branch (`video_*2`, `v_norm2`; its audio-guided layers
+    /// are built but unused), None without any `spatial_channel_att.*` key.
     fn visit_state<V: StateVisitor>(&mut self, at: &Prefix, v: &mut V) {
+        let (co, second_branch) = match self.guide {
+            Guide::None => return,
+            Guide::VisualGuide => (false, false),
+            Guide::CoGuide | Guide::AudioGuide => (true, true),
+        };
+        // The audio-guided visual path is read only by the co-guidance forward.
+        let vis = |name: &str| if co { at.child(name) } else { at.unused(name) };
         let used: [(&str, &mut Linear); 7] = [
             ("affine_video_1", &mut self.affine_video_1),
             ("affine_audio_1", &mut self.affine_audio_1),
@@ -241,23 +306,24 @@ impl HasState for CoGuidedAttention {
             ("affine_v_s_att", &mut self.affine_v_s_att),
         ];
         for (name, l) in used {
-            l.visit_state(&at.child(name), v);
+            l.visit_state(&vis(name), v);
         }
         self.video_query.visit_state(&at.child("video_query"), v);
         self.video_key.visit_state(&at.child("video_key"), v);
         self.video_value.visit_state(&at.child("video_value"), v);
         self.v_norm.visit_state(&at.child("v_norm"), v);
-        self.video_query2.visit_state(&at.child("video_query2"), v);
-        self.video_key2.visit_state(&at.child("video_key2"), v);
-        self.video_value2.visit_state(&at.child("video_value2"), v);
-        self.v_norm2.visit_state(&at.unused("v_norm2"), v);
+        if second_branch {
+            self.video_query2.visit_state(&at.child("video_query2"), v);
+            self.video_key2.visit_state(&at.child("video_key2"), v);
+            self.video_value2.visit_state(&at.child("video_value2"), v);
+            self.v_norm2.visit_state(&at.unused("v_norm2"), v);
+        }
         self.affine_video_ave
-            .visit_state(&at.child("affine_video_ave"), v);
-        self.affine_video_3
-            .visit_state(&at.child("affine_video_3"), v);
+            .visit_state(&vis("affine_video_ave"), v);
+        self.affine_video_3.visit_state(&vis("affine_video_3"), v);
         self.ave_bottleneck
             .visit_state(&at.unused("ave_bottleneck"), v);
-        self.ave_v_att.visit_state(&at.child("ave_v_att"), v);
+        self.ave_v_att.visit_state(&vis("ave_v_att"), v);
         self.v_query.visit_state(&at.child("v_query"), v);
         self.vaudio_key.visit_state(&at.child("vaudio_key"), v);
         self.vaudio_value.visit_state(&at.child("vaudio_value"), v);

@@ -11,6 +11,8 @@ use burn::nn::Linear;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Distribution, Tensor};
 
+use crate::config::{Augmentation, ModelConfig};
+
 use super::nn::linear;
 use super::state::{HasState, Prefix, StateVisitor};
 use super::trace::Trace;
@@ -31,6 +33,12 @@ pub struct LocalizationHead {
     pub contrastive: bool,
     /// σ of the Gaussian noise that makes the key view.
     pub noise_std: f64,
+    #[module(skip)]
+    pub augmentation: Augmentation,
+    pub channel_mask_p: f64,
+    pub mixup_weight: f64,
+    /// The category head reads `F_o` instead of `F_av` (Table 2 *).
+    pub enhanced_for_category: bool,
 }
 
 /// What the head returns (batch-first).
@@ -95,21 +103,42 @@ mod tests {
 }
 
 impl LocalizationHead {
-    pub fn new(
-        d: usize,
-        num_classes: usize,
-        lambda: f64,
-        contrastive: bool,
-        noise_std: f64,
-        device: &Device,
-    ) -> Self {
+    pub fn new(d: usize, config: &ModelConfig, device: &Device) -> Self {
         Self {
             classifier: linear(d, 1, device),
             encoder_q: linear(d, d, device),
-            event_classifier: linear(d, num_classes, device),
-            lambda,
-            contrastive,
-            noise_std,
+            event_classifier: linear(d, config.num_classes, device),
+            lambda: config.lambda,
+            contrastive: config.contrastive,
+            noise_std: config.noise_std,
+            augmentation: config.augmentation,
+            channel_mask_p: config.channel_mask_p,
+            mixup_weight: config.mixup_weight,
+            enhanced_for_category: config.enhanced_for_category,
+        }
+    }
+
+    /// BECE's second view of `F_av [B, T, d]`. `noise` (standard normal) replaces the draw of
+    /// the Gaussian augmentation (parity tests feed the reference's draw).
+    fn key_view(&self, fused: Tensor<3>, noise: Option<Tensor<3>>) -> Tensor<3> {
+        match self.augmentation {
+            Augmentation::GaussianNoise => {
+                let noise =
+                    noise.unwrap_or_else(|| fused.random_like(Distribution::Normal(0.0, 1.0)));
+                fused + noise.mul_scalar(self.noise_std)
+            }
+            Augmentation::ChannelMask => {
+                let keep = fused.random_like(Distribution::Bernoulli(1.0 - self.channel_mask_p));
+                fused * keep
+            }
+            Augmentation::Mixup => {
+                let t = fused.dims()[1];
+                let device = fused.device();
+                let perm = Tensor::<1>::random([t], Distribution::Uniform(0.0, 1.0), &device)
+                    .argsort(0);
+                let other = fused.clone().select(1, perm);
+                fused.mul_scalar(self.mixup_weight) + other.mul_scalar(1.0 - self.mixup_weight)
+            }
         }
     }
 
@@ -132,17 +161,15 @@ impl LocalizationHead {
         } else {
             fused.clone()
         };
-        let is_event = self.classifier.forward(f_o);
+        let is_event = self.classifier.forward(f_o.clone());
         trace.record(&format!("{NAME}.classifier"), &is_event);
 
-        let noise = noise.unwrap_or_else(|| fused.random_like(Distribution::Normal(0.0, 1.0)));
-        let k = relu(
-            self.encoder_q
-                .forward(fused.clone() + noise.mul_scalar(self.noise_std)),
-        );
+        let k = relu(self.encoder_q.forward(self.key_view(fused.clone(), noise)));
         trace.record(&format!("{NAME}.encoder_q@call1"), &k);
 
-        let pooled = fused.max_dim(1).reshape([b, d]); // max over time
+        // Max over time of F_av (published), or of F_o (Table 2 *).
+        let category_input = if self.enhanced_for_category { f_o } else { fused };
+        let pooled = category_input.max_dim(1).reshape([b, d]);
         let class_logits = self.event_classifier.forward(pooled);
         trace.record(&format!("{NAME}.event_classifier"), &class_logits);
         HeadOutput {

@@ -5,6 +5,7 @@ pub mod coguide;
 pub mod head;
 pub mod nn;
 pub mod relation;
+pub mod snn;
 pub mod state;
 pub mod temporal;
 pub mod trace;
@@ -85,8 +86,11 @@ impl CaceNet {
         let d = config.d_model;
         let h = config.heads;
         let p = &config.dropout;
+        // Widths after the temporal encoder: audio 256 / visual 512 (128 / 512 without one).
+        let (ta, tv) = config.temporal.output_widths();
         Self {
             spatial_channel_att: CoGuidedAttention::new(
+                config.guide,
                 config.effective_psi(),
                 config.beta,
                 p.coguide,
@@ -94,23 +98,16 @@ impl CaceNet {
             ),
             v_fc: linear(config.visual_dim, 512, device),
             a_fc: linear(config.audio_dim, 128, device),
-            video_encoder: TemporalSelfRelation::new(512, d, h, p.relation, device),
-            video_decoder: CrossModalRelation::new(512, d, h, p.relation, device),
-            audio_encoder: TemporalSelfRelation::new(256, d, h, p.relation, device),
-            audio_decoder: CrossModalRelation::new(256, d, h, p.relation, device),
+            video_encoder: TemporalSelfRelation::new(tv, d, h, p.relation, device),
+            video_decoder: CrossModalRelation::new(tv, d, h, p.relation, device),
+            audio_encoder: TemporalSelfRelation::new(ta, d, h, p.relation, device),
+            audio_decoder: CrossModalRelation::new(ta, d, h, p.relation, device),
             audio_visual_rnn_layer: TemporalEncoder::new(config.temporal, 128, 512, device),
             audio_gated: linear(d, 1, device),
             video_gated: linear(d, 1, device),
             av_inter: AudioVideoInteraction::new(d, h, p.interaction_attention, p.relation, device),
             va_inter: AudioVideoInteraction::new(d, h, p.interaction_attention, p.relation, device),
-            localize_module: LocalizationHead::new(
-                d,
-                config.num_classes,
-                config.lambda,
-                config.contrastive,
-                config.noise_std,
-                device,
-            ),
+            localize_module: LocalizationHead::new(d, config, device),
             audio_cas: linear(d, config.num_classes, device),
             video_cas: linear(d, config.num_classes, device),
             v_fc_dropout: dropout(p.visual_fc),

@@ -1,0 +1,195 @@
+//! Every model variant of issue 6 (temporal encoders, guides, BECE augmentations, Table 2 *)
+//! on a tiny synthetic set: forward + backward, output shapes, the loss decreasing over a few
+//! Adam steps on one batch, the state-dict key counts REFERENCE §3.3 gives, and a short
+//! `cace train --config` run for each.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use cace_net::config::{Augmentation, Guide, ModelConfig};
+use cace_net::data::ave::{AveDir, Split};
+use cace_net::data::synth::{SynthConfig, generate};
+use cace_net::loss::{Targets, objective};
+use cace_net::model::state::ParamList;
+use cace_net::model::temporal::TemporalKind;
+use cace_net::model::{CaceNet, ForwardOptions};
+use cace_net::optim::{Adam, AdamConfig, KeyedGrads};
+
+fn variants() -> Vec<(&'static str, ModelConfig)> {
+    let base = ModelConfig::default;
+    let with = |f: &dyn Fn(&mut ModelConfig)| {
+        let mut c = base();
+        f(&mut c);
+        c
+    };
+    vec![
+        ("default", base()),
+        ("temporal-lstm", with(&|c| c.temporal = TemporalKind::Lstm)),
+        ("temporal-fc", with(&|c| c.temporal = TemporalKind::Fc)),
+        ("temporal-snn", with(&|c| c.temporal = TemporalKind::Snn)),
+        ("temporal-none", with(&|c| c.temporal = TemporalKind::None)),
+        ("guide-audio", with(&|c| c.guide = Guide::AudioGuide)),
+        ("guide-visual", with(&|c| c.guide = Guide::VisualGuide)),
+        ("guide-none", with(&|c| c.guide = Guide::None)),
+        ("bece-off", with(&|c| c.contrastive = false)),
+        (
+            "bece-mask",
+            with(&|c| c.augmentation = Augmentation::ChannelMask),
+        ),
+        ("bece-mixup", with(&|c| c.augmentation = Augmentation::Mixup)),
+        ("bece-star", with(&|c| c.enhanced_for_category = true)),
+    ]
+}
+
+fn tiny_set(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cace-variants-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = SynthConfig {
+        videos: 24,
+        ..SynthConfig::default()
+    };
+    generate(&dir, &cfg).expect("synth");
+    dir
+}
+
+fn batch(dir: &Path, device: &Device) -> (Tensor<5>, Tensor<3>, Targets) {
+    let data = AveDir::open(dir).unwrap();
+    let rows: Vec<usize> = data.order(Split::Train).unwrap().into_iter().take(8).collect();
+    let (mut v, mut a, mut l) = (vec![], vec![], vec![]);
+    data.read_visual(&rows, &mut v).unwrap();
+    data.read_audio(&rows, &mut a).unwrap();
+    data.read_labels(&rows, &mut l).unwrap();
+    let b = rows.len();
+    (
+        Tensor::from_data(TensorData::new(v, [b, 10, 7, 7, 512]), device),
+        Tensor::from_data(TensorData::new(a, [b, 10, 128]), device),
+        Targets::from_onehot(&l, b),
+    )
+}
+
+/// Forward and backward for every variant; shapes; 8 Adam steps on one batch lower the loss.
+#[test]
+fn every_variant_trains_and_evaluates() {
+    let dir = tiny_set("steps");
+    for (name, config) in variants() {
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        let mut model = CaceNet::new(&config, &device);
+        let (v, a, targets) = batch(&dir, &device);
+        let mut adam = Adam::new(AdamConfig::default());
+        let mut losses = vec![];
+        for _ in 0..8 {
+            let out = model.forward(
+                v.clone(),
+                a.clone(),
+                ForwardOptions {
+                    bece_on: true,
+                    noise: None,
+                },
+            );
+            assert_eq!(out.is_event.dims(), [8, 10], "{name}");
+            assert_eq!(out.event_scores.dims(), [8, 28], "{name}");
+            assert_eq!(out.q.dims(), [8, 10, 256], "{name}");
+            let terms = objective(&out, &targets, config.contrastive.then_some(1.0), 0.01);
+            let loss = cace_net::to_vec(terms.total.clone())[0];
+            assert!(loss.is_finite(), "{name}: loss {loss}");
+            losses.push(loss);
+            let mut grads = KeyedGrads::collect(&model, &terms.total.backward());
+            assert!(grads.global_norm() > 0.0, "{name}: no gradient");
+            grads.clip_global_norm(0.5);
+            adam.step(&mut model, &grads, 7e-4);
+        }
+        let (first, last) = (losses[0], *losses.last().unwrap());
+        assert!(last < 0.9 * first, "{name}: loss {first} → {last} ({losses:?})");
+
+        // Evaluation mode (no autodiff): shapes and finite outputs.
+        let eval = burn::module::Module::valid(&model);
+        let dev = Device::flex();
+        let (v, a, _) = batch(&dir, &dev);
+        let out = eval.forward(v, a, ForwardOptions { bece_on: true, noise: None });
+        let p = cace_net::to_vec(out.is_event);
+        assert_eq!(p.len(), 80, "{name}");
+        assert!(p.iter().all(|x| x.is_finite()), "{name}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Key and value counts of the official variants (REFERENCE §3.3).
+#[test]
+fn state_dict_sizes_of_the_official_variants() {
+    let device = Device::flex();
+    let count = |c: ModelConfig| {
+        let mut m = CaceNet::new(&c, &device);
+        let list = ParamList::of(&mut m);
+        (list.entries.len(), list.total())
+    };
+    let mut c = ModelConfig::default();
+    assert_eq!(count(c.clone()), (242, 13_118_681));
+    c.guide = Guide::AudioGuide;
+    assert_eq!(count(c.clone()), (242, 13_118_681));
+    c.guide = Guide::VisualGuide;
+    assert_eq!(count(c.clone()), (234, 12_723_673));
+    c.guide = Guide::None;
+    assert_eq!(count(c.clone()), (190, 11_029_719));
+    // Temporal swaps replace the 16 BiLSTM tensors (8 per modality) by 4 (LSTM, FC) per
+    // modality; values from the shapes in REFERENCE §3.3.
+    let bilstm = 2 * (4 * 128 * 128 + 4 * 128 * 128 + 2 * 4 * 128)
+        + 2 * (4 * 256 * 512 + 4 * 256 * 256 + 2 * 4 * 256);
+    let lstm = (1024 * 128 + 1024 * 256 + 2 * 1024) + (2048 * 512 + 2048 * 512 + 2 * 2048);
+    let fc = (256 * 128 + 256) + (512 * 512 + 512);
+    let mut c = ModelConfig::default();
+    c.temporal = TemporalKind::Lstm;
+    assert_eq!(count(c.clone()), (242 - 16 + 8, 13_118_681 - bilstm + lstm));
+    c.temporal = TemporalKind::Fc;
+    assert_eq!(count(c.clone()), (242 - 16 + 4, 13_118_681 - bilstm + fc));
+    // SNN: fc.0 weight/bias and the batch norm's weight, bias, running mean and variance.
+    c.temporal = TemporalKind::Snn;
+    let snn = (256 * 128 + 256 + 4 * 256) + (512 * 512 + 512 + 4 * 512);
+    assert_eq!(count(c), (242 - 16 + 12, 13_118_681 - bilstm + snn));
+}
+
+/// Each variant goes through `cace train --config` (one epoch) and `cace eval`.
+#[test]
+fn every_variant_runs_through_the_cli() {
+    let dir = tiny_set("cli");
+    let cace = env!("CARGO_BIN_EXE_cace");
+    for (name, model) in variants() {
+        let run = dir.join(format!("run-{name}"));
+        let cfg = dir.join(format!("{name}.json"));
+        let json = serde_json::json!({"model": model, "epochs": 1, "batch_size": 8});
+        std::fs::write(&cfg, json.to_string()).unwrap();
+        let out = Command::new(cace)
+            .args(["train", "--data"])
+            .arg(&dir)
+            .arg("--out")
+            .arg(&run)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
+        let acc = report["test_acc_at_best_val"].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&acc), "{name}: {acc}");
+        let out = Command::new(cace)
+            .args(["eval", "--checkpoint"])
+            .arg(run.join("best"))
+            .arg("--data")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("accuracy: "), "{name}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
