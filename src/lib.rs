@@ -5,6 +5,7 @@
 //! [`loss`] and [`metric`] → [`train`] (objective, schedule, [`optim`], resumable runs) and
 //! [`inference`]; [`checkpoint`] reads official `.pth.tar` files and our native format.
 
+pub mod ablate;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;

@@ -1,5 +1,6 @@
 //! Subcommands: thin wrappers that parse arguments, call the library and print.
 
+mod ablate;
 mod bench;
 mod demo;
 mod eval;
@@ -41,6 +42,8 @@ enum Command {
     Bench(bench::Args),
     /// Print a checkpoint's (or the default model's) config and parameter counts.
     Info(info::Args),
+    /// Regenerate one of the paper's ablation tables (rows × seeds, honest and official numbers).
+    Ablate(ablate::Args),
 }
 
 pub fn run() -> Result<()> {
@@ -53,5 +56,6 @@ pub fn run() -> Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Ablate(a) => ablate::run(a),
     }
 }

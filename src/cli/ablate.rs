@@ -1,0 +1,65 @@
+use std::path::PathBuf;
+
+use anyhow::Result;
+use cace_net::ablate::{self, AblateOptions};
+use cace_net::device::parse_device;
+
+use super::train::load_config;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Table of the paper: 1, 2, 4, S1, S2 or S4.
+    #[arg(long)]
+    table: String,
+    /// Dataset directory in the AVE layout.
+    #[arg(long)]
+    data: PathBuf,
+    /// Output directory: one run per row and seed, table.md and table.json.
+    #[arg(long)]
+    out: PathBuf,
+    /// Number of seeds (1..=N), or a comma-separated list with --seed-list.
+    #[arg(long, default_value_t = 3)]
+    seeds: u64,
+    /// Explicit seeds instead of 1..=N.
+    #[arg(long, value_delimiter = ',')]
+    seed_list: Vec<u64>,
+    /// Epochs per run (default: the base config's, 200).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Base training config (JSON); each row changes it. Default: the published run.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Runs trained at the same time.
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let mut base = load_config(a.config.as_ref())?;
+    if let Some(e) = a.epochs {
+        base.epochs = e;
+    }
+    let seeds = if a.seed_list.is_empty() {
+        (1..=a.seeds).collect()
+    } else {
+        a.seed_list
+    };
+    let result = ablate::run(&AblateOptions {
+        table: a.table,
+        data: a.data,
+        out: a.out.clone(),
+        base,
+        seeds,
+        jobs: a.jobs,
+        device: parse_device(&a.device)?,
+    })?;
+    println!("{}", ablate::markdown(&result));
+    println!(
+        "wrote {} and {}",
+        a.out.join("table.md").display(),
+        a.out.join("table.json").display()
+    );
+    Ok(())
+}
