@@ -18,6 +18,7 @@ pub mod metric;
 pub mod model;
 pub mod optim;
 pub mod plot;
+pub mod profile;
 pub mod train;
 
 /// One-second segments per video.

@@ -191,5 +191,64 @@ fn every_variant_runs_through_the_cli() {
         );
         assert!(String::from_utf8_lossy(&out.stdout).contains("accuracy: "), "{name}");
     }
+
+    // Figures 4 and 5 from the default model's checkpoint.
+    let figs = dir.join("figs");
+    let out = Command::new(cace)
+        .args(["figures", "--checkpoint"])
+        .arg(dir.join("run-default/best"))
+        .arg("--data")
+        .arg(&dir)
+        .args(["--videos", "0,1", "--segments", "0,9", "--out"])
+        .arg(&figs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (w, h) = cace_net::plot::timeline_size(2);
+    for v in [0, 1] {
+        let png = std::fs::read(figs.join(format!("timeline_test_{v}.png"))).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        let dims = (
+            u32::from_be_bytes(png[16..20].try_into().unwrap()),
+            u32::from_be_bytes(png[20..24].try_into().unwrap()),
+        );
+        assert_eq!(dims, (w, h), "timeline with prediction and ground-truth rows");
+        for kind in ["audio-guided", "self-calibration"] {
+            for t in [0, 9] {
+                let f = figs.join(format!("attention_{kind}_test_{v}_t{t}.png"));
+                assert!(std::fs::metadata(&f).map(|m| m.len() > 1000).unwrap_or(false), "{f:?}");
+            }
+        }
+    }
+    // A video index past the split is an error naming the split.
+    let out = Command::new(cace)
+        .args(["figures", "--checkpoint"])
+        .arg(dir.join("run-default/best"))
+        .arg("--data")
+        .arg(&dir)
+        .args(["--videos", "99", "--out"])
+        .arg(&figs)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("test split has"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `cace profile --json`: the official parameter counts of the default and vanilla models.
+#[test]
+fn profile_reports_the_official_parameter_counts() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cace"))
+        .args(["profile", "--json", "--batch", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows[0]["params_total"], 11_029_719);
+    assert_eq!(rows[2]["params_total"], 13_118_681);
+    assert_eq!(rows[2]["params_used"], 9_283_417);
+    let g = rows[2]["gflops_per_video"].as_f64().unwrap();
+    assert!((1.6..1.9).contains(&g), "{g}");
+    assert!(rows[0]["gflops_per_video"].as_f64().unwrap() < 0.5);
 }

@@ -4,9 +4,11 @@ mod ablate;
 mod bench;
 mod demo;
 mod eval;
+mod figures;
 mod import;
 mod info;
 mod predict;
+mod profile;
 mod synth;
 mod train;
 
@@ -44,6 +46,10 @@ enum Command {
     Info(info::Args),
     /// Regenerate one of the paper's ablation tables (rows × seeds, honest and official numbers).
     Ablate(ablate::Args),
+    /// Parameters, FLOPs per video, peak memory and inference time (paper Table S6).
+    Profile(profile::Args),
+    /// Prediction timelines (paper Figure 4) and AVCA attention maps (Figure 5) as PNG.
+    Figures(figures::Args),
 }
 
 pub fn run() -> Result<()> {
@@ -57,5 +63,7 @@ pub fn run() -> Result<()> {
         Command::Synth(a) => synth::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Ablate(a) => ablate::run(a),
+        Command::Profile(a) => profile::run(a),
+        Command::Figures(a) => figures::run(a),
     }
 }

@@ -248,6 +248,7 @@ impl CoGuidedAttention {
         let logits = self.ave_v_att.forward(q); // [BT, 49, 1]
         trace.record(&format!("{NAME}.ave_v_att"), &logits);
         let w_self = softmax(logits.tanh(), 1).swap_dims(1, 2); // [BT, 1, 49]
+        trace.record(&format!("{NAME}:self_attention"), &w_self);
         let c_self = w_self.matmul(g1.clone()).reshape([bt, c]);
 
         // 3.4 Audio-guided channel attention.
@@ -271,6 +272,7 @@ impl CoGuidedAttention {
         let logits = self.affine_v_s_att.forward(u); // [BT, 49, 1]
         trace.record(&format!("{NAME}.affine_v_s_att"), &logits);
         let w_sp = softmax(logits.tanh(), 1).swap_dims(1, 2); // [BT, 1, 49]
+        trace.record(&format!("{NAME}:spatial_attention"), &w_sp);
         let vcs = w_sp.matmul(xc).reshape([bt, c]);
 
         // 3.6 v_out = vcs + β·σ(c_self)⊙vcs (paper Eq. 2).
