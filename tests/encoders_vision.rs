@@ -254,13 +254,17 @@ fn vgg19_slim_matches_torchvision() {
 }
 
 #[test]
-fn resnet50_slim_matches_torchvision_in_both_layouts() {
+fn resnet50_slim_matches_torchvision_in_all_layouts() {
     let (_, config) = slim_configs();
     let frames = read_safetensors(&dir().join("frames.safetensors")).frames();
     let want = read_safetensors(&dir().join("outputs.safetensors"));
     let device = Device::flex();
     let c = config.planes[3] * 4;
-    for file in ["resnet50_slim.pth", "resnet50_slim_cace.pth"] {
+    for file in [
+        "resnet50_slim.pth",
+        "resnet50_slim_cace.pth",
+        "resnet50_slim_cace_ddp.pth",
+    ] {
         let path = dir().join(file);
         let map = resnet50::load_with(config.clone(), &path, &device, false).unwrap();
         assert_eq!(map.name(), "resnet50");
@@ -352,7 +356,7 @@ fn full_dir() -> PathBuf {
 
 /// Full-size random-weight VGG19 and ResNet-50 against float64 PyTorch.
 #[test]
-#[ignore = "needs CACE_VISION_FULL_DIR (tools/make_vision_fixtures.py --full); ~1.5 GB, minutes"]
+#[ignore = "needs CACE_VISION_FULL_DIR (tools/make_vision_fixtures.py --full); ~1.2 GB"]
 fn full_size_parity() {
     let dir = full_dir();
     let frames = read_safetensors(&dir.join("frames.safetensors")).frames();
@@ -387,7 +391,7 @@ fn cpu_seconds() -> f64 {
 
 /// One 10-second clip (160 frames at 224×224, 16 per second) through each full-size encoder.
 #[test]
-#[ignore = "needs CACE_VISION_FULL_DIR; prints timings, takes minutes"]
+#[ignore = "needs CACE_VISION_FULL_DIR; prints timings, takes ~2 minutes"]
 fn full_size_clip_timing() {
     let dir = full_dir();
     let device = Device::flex();

@@ -39,7 +39,8 @@ safetensors file per purpose (the crate already reads safetensors):
   `vgg19` `[7, 7, C]`, `resnet50` `[7, 7, C]`, `resnet50_pooled` `[C]`.
 * vgg19_slim.pth (with a slim `classifier.*`, to be ignored), vgg19_slim_missing_key.pth (without
   `features.30.bias`), resnet50_slim.pth (torchvision keys, with `fc.*` and
-  `num_batches_tracked`), resnet50_slim_cace.pth (`{"I_state_dict": Sequential keys}`).
+  `num_batches_tracked`), resnet50_slim_cace.pth (`{"I_state_dict": Sequential keys}`), resnet50_slim_cace_ddp.pth (the same
+  with DistributedDataParallel's `module.` prefix).
 * slim.json — the slim widths, for the Rust configs.
 """
 
@@ -229,8 +230,11 @@ def slim(out_dir):
     missing = {k: v for k, v in sd.items() if k != "features.30.bias"}
     save_pth(missing, os.path.join(out_dir, "vgg19_slim_missing_key.pth"))
     save_pth(resnet_model.state_dict(), os.path.join(out_dir, "resnet50_slim.pth"))
-    save_pth({"I_state_dict": backbone(resnet_model).state_dict()},
-             os.path.join(out_dir, "resnet50_slim_cace.pth"))
+    cace = backbone(resnet_model).state_dict()
+    save_pth({"I_state_dict": cace}, os.path.join(out_dir, "resnet50_slim_cace.pth"))
+    # As saved from inside DistributedDataParallel (keys prefixed `module.`).
+    save_pth({"I_state_dict": {f"module.{k}": v for k, v in cace.items()}},
+             os.path.join(out_dir, "resnet50_slim_cace_ddp.pth"))
 
     print("encoder references:")
     outs = encoder_outputs(vgg_model, resnet_model,

@@ -28,7 +28,6 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::RgbFrame;
-use super::weights::Weights;
 
 /// Side of the square network input.
 pub const INPUT_SIZE: usize = 224;
@@ -136,7 +135,7 @@ fn check_frame(frame: &RgbFrame) -> Result<()> {
 /// Separable like ATen: the width pass first, then the height pass, each skipped when that side
 /// keeps its size (it would be the identity). Every output pixel is independent, so computing
 /// only the cropped window gives the same values as resizing everything and cropping.
-pub fn resize_window(
+fn resize_window(
     frame: &RgbFrame,
     size: [usize; 2],
     rows: Range<usize>,
@@ -286,22 +285,6 @@ impl Conv {
             self.options.clone(),
         )
     }
-}
-
-/// Takes `{prefix}.weight` `[out, in, k, k]` and, if `bias`, `{prefix}.bias` `[out]`.
-pub(crate) fn take_conv(
-    w: &mut Weights,
-    prefix: &str,
-    shape: [usize; 4],
-    bias: bool,
-) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
-    let weight = w.take(&format!("{prefix}.weight"), &shape)?;
-    let bias = if bias {
-        Some(w.take(&format!("{prefix}.bias"), &[shape[0]])?)
-    } else {
-        None
-    };
-    Ok((weight, bias))
 }
 
 /// The mean over `frames` of `forward`'s per-frame outputs, `[C, H, W]`. Frames are run in

@@ -22,7 +22,7 @@ use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
 
-use super::image::{Conv, INPUT_SIZE, Preprocess, mean_over_frames, take_conv};
+use super::image::{Conv, INPUT_SIZE, Preprocess, mean_over_frames};
 use super::weights::Weights;
 use super::{FrameEncoder, RgbFrame};
 
@@ -98,56 +98,30 @@ pub fn load_with(
     device: &Device,
     pooled: bool,
 ) -> Result<ResNet50> {
-    let mut w = Weights::open(path).context("loading ResNet50 weights")?;
+    let w = Weights::open(path).context("loading ResNet50 weights")?;
     let keys = KeyMap::detect(&w);
+    let mut ld = Loader { w, keys, device };
 
-    let conv1 = folded_conv(
-        &mut w,
-        &keys,
-        "conv1",
-        "bn1",
-        [config.stem, 3, 7, 7],
-        2,
-        3,
-        device,
-    )?;
+    let conv1 = ld.conv_bn("conv1", "bn1", [config.stem, 3, 7, 7], 2, 3)?;
     let mut layers = Vec::new();
     let mut c_in = config.stem;
     for (l, (&planes, &n_blocks)) in config.planes.iter().zip(&config.blocks).enumerate() {
-        let stride = if l == 0 { 1 } else { 2 };
         let c_out = planes * EXPANSION;
         let mut blocks = Vec::new();
         for b in 0..n_blocks {
             let p = format!("layer{}.{b}", l + 1);
-            let s = if b == 0 { stride } else { 1 };
-            let conv = |w: &mut Weights, i: usize, shape: [usize; 4], stride, pad| {
-                folded_conv(
-                    w,
-                    &keys,
-                    &format!("{p}.conv{i}"),
-                    &format!("{p}.bn{i}"),
-                    shape,
-                    stride,
-                    pad,
-                    device,
-                )
-            };
-            let conv1 = conv(&mut w, 1, [planes, c_in, 1, 1], 1, 0)?;
-            let conv2 = conv(&mut w, 2, [planes, planes, 3, 3], s, 1)?;
-            let conv3 = conv(&mut w, 3, [c_out, planes, 1, 1], 1, 0)?;
+            // v1.5: the first block of layer2..4 strides in its 3×3 conv (and its projection).
+            let s = if b == 0 && l > 0 { 2 } else { 1 };
+            let (c1, b1) = (format!("{p}.conv1"), format!("{p}.bn1"));
+            let (c2, b2) = (format!("{p}.conv2"), format!("{p}.bn2"));
+            let (c3, b3) = (format!("{p}.conv3"), format!("{p}.bn3"));
+            let conv1 = ld.conv_bn(&c1, &b1, [planes, c_in, 1, 1], 1, 0)?;
+            let conv2 = ld.conv_bn(&c2, &b2, [planes, planes, 3, 3], s, 1)?;
+            let conv3 = ld.conv_bn(&c3, &b3, [c_out, planes, 1, 1], 1, 0)?;
             // torchvision `_make_layer`: a projection wherever the shape changes.
             let downsample = if s != 1 || c_in != c_out {
                 let (cp, bp) = (format!("{p}.downsample.0"), format!("{p}.downsample.1"));
-                Some(folded_conv(
-                    &mut w,
-                    &keys,
-                    &cp,
-                    &bp,
-                    [c_out, c_in, 1, 1],
-                    s,
-                    0,
-                    device,
-                )?)
+                Some(ld.conv_bn(&cp, &bp, [c_out, c_in, 1, 1], s, 0)?)
             } else {
                 None
             };
@@ -168,6 +142,55 @@ pub fn load_with(
         config,
         device: device.clone(),
     })
+}
+
+/// Reads convolutions with their BatchNorm from a file in either layout.
+struct Loader<'a> {
+    w: Weights,
+    keys: KeyMap,
+    device: &'a Device,
+}
+
+impl Loader<'_> {
+    /// The bias-free convolution `conv` followed by eval-mode BatchNorm `bn` (torchvision
+    /// names), as one convolution with bias.
+    fn conv_bn(
+        &mut self,
+        conv: &str,
+        bn: &str,
+        shape: [usize; 4],
+        stride: usize,
+        padding: usize,
+    ) -> Result<Conv> {
+        let weight = self.take(&format!("{conv}.weight"), &shape)?;
+        let c = [shape[0]];
+        let gamma = self.take(&format!("{bn}.weight"), &c)?;
+        let beta = self.take(&format!("{bn}.bias"), &c)?;
+        let mean = self.take(&format!("{bn}.running_mean"), &c)?;
+        let var = self.take(&format!("{bn}.running_var"), &c)?;
+
+        let per_out = weight.len() / shape[0];
+        let mut folded_w = Vec::with_capacity(weight.len());
+        let mut folded_b = Vec::with_capacity(shape[0]);
+        for o in 0..shape[0] {
+            let scale = gamma[o] as f64 / (var[o] as f64 + BN_EPS).sqrt();
+            let row = &weight[o * per_out..(o + 1) * per_out];
+            folded_w.extend(row.iter().map(|&v| (v as f64 * scale) as f32));
+            folded_b.push((beta[o] as f64 - mean[o] as f64 * scale) as f32);
+        }
+        Ok(Conv::new(
+            folded_w,
+            folded_b,
+            shape,
+            stride,
+            padding,
+            self.device,
+        ))
+    }
+
+    fn take(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.w.take(&self.keys.key(key), shape)
+    }
 }
 
 /// Maps torchvision key names to the file's layout.
@@ -223,40 +246,6 @@ impl KeyMap {
             None => format!("{}{top}", self.prefix),
         }
     }
-}
-
-/// A bias-free convolution followed by eval-mode BatchNorm, as one convolution with bias.
-#[allow(clippy::too_many_arguments)]
-fn folded_conv(
-    w: &mut Weights,
-    keys: &KeyMap,
-    conv: &str,
-    bn: &str,
-    shape: [usize; 4],
-    stride: usize,
-    padding: usize,
-    device: &Device,
-) -> Result<Conv> {
-    let (weight, _) = take_conv(w, &keys.key(conv), shape, false)?;
-    let c = [shape[0]];
-    let mut bn_take = |name: &str| w.take(&keys.key(&format!("{bn}.{name}")), &c);
-    let gamma = bn_take("weight")?;
-    let beta = bn_take("bias")?;
-    let mean = bn_take("running_mean")?;
-    let var = bn_take("running_var")?;
-
-    let per_out = weight.len() / shape[0];
-    let mut folded_w = Vec::with_capacity(weight.len());
-    let mut folded_b = Vec::with_capacity(shape[0]);
-    for o in 0..shape[0] {
-        let scale = gamma[o] as f64 / (var[o] as f64 + BN_EPS).sqrt();
-        let row = &weight[o * per_out..(o + 1) * per_out];
-        folded_w.extend(row.iter().map(|&v| (v as f64 * scale) as f32));
-        folded_b.push((beta[o] as f64 - mean[o] as f64 * scale) as f32);
-    }
-    Ok(Conv::new(
-        folded_w, folded_b, shape, stride, padding, device,
-    ))
 }
 
 impl ResNet50 {
