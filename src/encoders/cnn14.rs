@@ -52,7 +52,12 @@ struct ConvBn {
 impl ConvBn {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let pad1 = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
-        relu(conv2d(x, self.weight.clone(), Some(self.bias.clone()), pad1))
+        relu(conv2d(
+            x,
+            self.weight.clone(),
+            Some(self.bias.clone()),
+            pad1,
+        ))
     }
 }
 
@@ -161,12 +166,30 @@ impl Cnn14 {
         // (~0.03); the kernels are f32 roundings of values in [-1, 1].
         let bins = n_fft / 2 + 1;
         let mel_w = front_end.mel_filterbank().to_vec();
-        check_front_end(&mut w, "logmel_extractor.melW", &[bins, mel_bins], &mel_w, 1e-7)?;
+        check_front_end(
+            &mut w,
+            "logmel_extractor.melW",
+            &[bins, mel_bins],
+            &mel_w,
+            1e-7,
+        )?;
         let (real, imag) = front_end.stft_kernels();
         let kernel = [bins, 1, n_fft];
         let stft = "spectrogram_extractor.stft";
-        check_front_end(&mut w, &format!("{stft}.conv_real.weight"), &kernel, &real, 1e-6)?;
-        check_front_end(&mut w, &format!("{stft}.conv_imag.weight"), &kernel, &imag, 1e-6)?;
+        check_front_end(
+            &mut w,
+            &format!("{stft}.conv_real.weight"),
+            &kernel,
+            &real,
+            1e-6,
+        )?;
+        check_front_end(
+            &mut w,
+            &format!("{stft}.conv_imag.weight"),
+            &kernel,
+            &imag,
+            1e-6,
+        )?;
 
         let (scale, shift) = batch_norm(&mut w, "bn0", mel_bins)?;
         let to_4d = |v: Vec<f64>| {
@@ -182,8 +205,22 @@ impl Cnn14 {
         let mut c_in = 1;
         for (i, &c_out) in config.channels.iter().enumerate() {
             let p = format!("conv_block{}", i + 1);
-            let conv1 = conv_bn(&mut w, &format!("{p}.conv1"), &format!("{p}.bn1"), c_in, c_out, device)?;
-            let conv2 = conv_bn(&mut w, &format!("{p}.conv2"), &format!("{p}.bn2"), c_out, c_out, device)?;
+            let conv1 = conv_bn(
+                &mut w,
+                &format!("{p}.conv1"),
+                &format!("{p}.bn1"),
+                c_in,
+                c_out,
+                device,
+            )?;
+            let conv2 = conv_bn(
+                &mut w,
+                &format!("{p}.conv2"),
+                &format!("{p}.bn2"),
+                c_out,
+                c_out,
+                device,
+            )?;
             blocks.push((conv1, conv2));
             c_in = c_out;
         }
@@ -231,7 +268,11 @@ impl Cnn14 {
         let x = x.mean_dim(3).reshape([b, c, t]);
         let x = x.clone().max_dim(2) + x.mean_dim(2);
         let (weight, bias) = &self.fc1;
-        relu(linear(x.reshape([b, c]), weight.clone(), Some(bias.clone())))
+        relu(linear(
+            x.reshape([b, c]),
+            weight.clone(),
+            Some(bias.clone()),
+        ))
     }
 }
 

@@ -16,7 +16,10 @@ pub struct Fft {
 
 impl Fft {
     pub fn new(n: usize) -> Self {
-        assert!(n.is_power_of_two() && n >= 2, "FFT length {n} is not a power of two");
+        assert!(
+            n.is_power_of_two() && n >= 2,
+            "FFT length {n} is not a power of two"
+        );
         let bits = n.trailing_zeros();
         let twiddles = (0..n / 2)
             .map(|k| {
@@ -107,8 +110,16 @@ mod tests {
                     ei += v * a.sin();
                 }
                 // Both sides are f64 sums of ≤ 512 terms of size ≤ 1.
-                assert!((re[k] - er).abs() < 1e-10, "n={n} k={k} re {} vs {er}", re[k]);
-                assert!((im[k] - ei).abs() < 1e-10, "n={n} k={k} im {} vs {ei}", im[k]);
+                assert!(
+                    (re[k] - er).abs() < 1e-10,
+                    "n={n} k={k} re {} vs {er}",
+                    re[k]
+                );
+                assert!(
+                    (im[k] - ei).abs() < 1e-10,
+                    "n={n} k={k} im {} vs {ei}",
+                    im[k]
+                );
             }
         }
     }

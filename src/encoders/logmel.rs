@@ -160,7 +160,9 @@ impl VggishFrontEnd {
                 *m = r.hypot(i); // np.abs of a complex value
             }
             for b in 0..MEL_BINS {
-                let mel: f64 = (0..bins).map(|k| magnitude[k] * self.mel[k * MEL_BINS + b]).sum();
+                let mel: f64 = (0..bins)
+                    .map(|k| magnitude[k] * self.mel[k * MEL_BINS + b])
+                    .sum();
                 data.push((mel + LOG_OFFSET).ln() as f32);
             }
         }
@@ -422,7 +424,9 @@ mod tests {
     #[test]
     fn vggish_ten_seconds_ten_examples() {
         let fe = VggishFrontEnd::new();
-        let x: Vec<f32> = (0..160_000).map(|i| ((i % 100) as f32 - 50.0) / 100.0).collect();
+        let x: Vec<f32> = (0..160_000)
+            .map(|i| ((i % 100) as f32 - 50.0) / 100.0)
+            .collect();
         assert_eq!(fe.log_mel(&x).frames, 998);
         assert_eq!(fe.examples(&x).0, 10);
         assert_eq!(fe.log_mel(&x[..399]).frames, 0);
