@@ -37,10 +37,6 @@ impl Fft {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.n
-    }
-
     /// In-place `X[k] = Σ_j x[j] e^{-2πijk/n}` on split real/imaginary parts.
     pub fn forward(&self, re: &mut [f64], im: &mut [f64]) {
         let n = self.n;
