@@ -9,9 +9,13 @@
 //! have, read with [`crate::checkpoint::pth`]; [`weights::Weights`] gives each encoder its tensors
 //! by key with shape checks, so a wrong file fails naming the file and the first bad key.
 
+pub mod cnn14;
+pub mod fft;
 pub mod image;
+pub mod logmel;
 pub mod resnet50;
 pub mod vgg19;
+pub mod vggish;
 pub mod weights;
 
 use anyhow::Result;
