@@ -9,6 +9,8 @@
 //! have, read with [`crate::checkpoint::pth`]; [`weights::Weights`] gives each encoder its tensors
 //! by key with shape checks, so a wrong file fails naming the file and the first bad key.
 
+pub mod decode;
+pub mod registry;
 pub mod weights;
 
 use anyhow::Result;
