@@ -104,11 +104,17 @@ pub struct ClipSummary {
 
 /// Checks the encoders' declared shapes; returns `(values per second of the frame encoder,
 /// audio dim)`.
-pub fn encoder_shapes(frames: &dyn FrameEncoder, audio: &dyn AudioEncoder) -> Result<(usize, usize)> {
+pub fn encoder_shapes(
+    frames: &dyn FrameEncoder,
+    audio: &dyn AudioEncoder,
+) -> Result<(usize, usize)> {
     let shape = frames.output_shape();
     let visual_len: usize = shape.iter().product();
     if shape.is_empty() || visual_len == 0 {
-        bail!("frame encoder {} declares an empty output shape {shape:?}", frames.name());
+        bail!(
+            "frame encoder {} declares an empty output shape {shape:?}",
+            frames.name()
+        );
     }
     if audio.dim() == 0 || audio.sample_rate() == 0 {
         bail!(
@@ -157,7 +163,10 @@ pub fn encode_clip(
                 timings.decode += t.elapsed().as_secs_f64();
                 let t = Instant::now();
                 let f = frames.encode_second(&sampled).with_context(|| {
-                    format!("{p}: frame encoder {} failed at second {second}", frames.name())
+                    format!(
+                        "{p}: frame encoder {} failed at second {second}",
+                        frames.name()
+                    )
                 })?;
                 timings.visual += t.elapsed().as_secs_f64();
                 last_frame = sampled.into_iter().last();
@@ -168,9 +177,16 @@ pub fn encode_clip(
                         .as_ref()
                         .with_context(|| format!("{p}: no frame to pad with"))?;
                     let t = Instant::now();
-                    pad_feature = Some(frames.encode_second(std::slice::from_ref(last)).with_context(
-                        || format!("{p}: frame encoder {} failed on the padding frame", frames.name()),
-                    )?);
+                    pad_feature = Some(
+                        frames
+                            .encode_second(std::slice::from_ref(last))
+                            .with_context(|| {
+                                format!(
+                                    "{p}: frame encoder {} failed on the padding frame",
+                                    frames.name()
+                                )
+                            })?,
+                    );
                     timings.visual += t.elapsed().as_secs_f64();
                 }
                 pad_feature.clone().unwrap()
@@ -192,7 +208,12 @@ pub fn encode_clip(
         timings.decode += t.elapsed().as_secs_f64();
         let t = Instant::now();
         let emb = audio.encode(&samples, WINDOW).with_context(|| {
-            format!("{p}: audio encoder {} failed on seconds {}..{}", audio.name(), w * WINDOW, (w + 1) * WINDOW)
+            format!(
+                "{p}: audio encoder {} failed on seconds {}..{}",
+                audio.name(),
+                w * WINDOW,
+                (w + 1) * WINDOW
+            )
         })?;
         timings.audio += t.elapsed().as_secs_f64();
         if emb.len() != WINDOW * dim {

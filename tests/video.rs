@@ -37,8 +37,15 @@ fn check_frames(path: &std::path::Path, fps: usize, seconds: usize) {
             );
             // Not flipped or transposed: white block at the top left only. Lossy codecs
             // blur it a little, hence > 235 and not 255.
-            assert!(pixel(f, 3, 3).iter().all(|&v| v > 235), "{:?}", pixel(f, 3, 3));
-            assert_eq!(frame_number(f), decode_colour(pixel(f, WIDTH - 3, HEIGHT - 3)));
+            assert!(
+                pixel(f, 3, 3).iter().all(|&v| v > 235),
+                "{:?}",
+                pixel(f, 3, 3)
+            );
+            assert_eq!(
+                frame_number(f),
+                decode_colour(pixel(f, WIDTH - 3, HEIGHT - 3))
+            );
         }
     }
     assert!(video.next_second().unwrap().is_none());
@@ -72,7 +79,10 @@ fn frames_are_sampled_sixteen_per_second_by_time() {
     }
     // Second 0 at 25 fps, spelled out.
     let ks: Vec<usize> = (0..16).map(|i| expected_frame(0, i, 25)).collect();
-    assert_eq!(ks, [0, 1, 3, 4, 6, 7, 9, 10, 12, 14, 15, 17, 18, 20, 21, 23]);
+    assert_eq!(
+        ks,
+        [0, 1, 3, 4, 6, 7, 9, 10, 12, 14, 15, 17, 18, 20, 21, 23]
+    );
 }
 
 #[test]
@@ -92,7 +102,11 @@ fn audio_is_the_source_recording_at_the_requested_rate() {
     assert_eq!((a.sample_rate, a.channels), (32_000, 1));
     let got = read_audio(&mkv, 32_000, 10).unwrap();
     assert_eq!(got.len(), 320_000);
-    let max = got.iter().zip(&looped).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    let max = got
+        .iter()
+        .zip(&looped)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
     assert_eq!(max, 0.0, "PCM audio must come back exactly");
 
     // Stereo with the recording on the left only: the mono mix is the channel mean, wav / 2.
@@ -120,7 +134,11 @@ fn audio_is_the_source_recording_at_the_requested_rate() {
     let reference = ffmpeg_f32(&mkv, 16_000);
     let n = reference.len().min(ours.len());
     assert!(n >= 159_000, "reference has {} samples", reference.len());
-    let max = ours[..n].iter().zip(&reference[..n]).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    let max = ours[..n]
+        .iter()
+        .zip(&reference[..n])
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
     eprintln!("16 kHz vs the ffmpeg tool: max abs error {max:e}");
     // Same library, same default resampler: identical up to float rounding (measured 0).
     assert!(max < 1e-6, "16 kHz vs ffmpeg tool: max error {max}");
@@ -156,7 +174,16 @@ fn ffmpeg_f32(clip: &std::path::Path, rate: u32) -> Vec<f32> {
     let out = std::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-i"])
         .arg(clip)
-        .args(["-vn", "-ac", "1", "-ar", &rate.to_string(), "-f", "f32le", "-"])
+        .args([
+            "-vn",
+            "-ac",
+            "1",
+            "-ar",
+            &rate.to_string(),
+            "-f",
+            "f32le",
+            "-",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -174,7 +201,9 @@ fn snr_and_lag(x: &[f32], reference: &[f32]) -> (f64, i64) {
             .map(|i| x[i] as f64 * reference[(i as i64 + lag) as usize] as f64)
             .sum()
     };
-    let lag = (-40..=40).max_by(|&a, &b| corr(a).total_cmp(&corr(b))).unwrap();
+    let lag = (-40..=40)
+        .max_by(|&a, &b| corr(a).total_cmp(&corr(b)))
+        .unwrap();
     let (mut s, mut e) = (0.0, 0.0);
     for i in 0..n {
         s += (reference[i] as f64).powi(2);
@@ -225,10 +254,18 @@ fn short_clips_are_padded_and_long_ones_cut_into_windows() {
         let got = &w.visual[s * per..(s + 1) * per];
         // Decoded (lossless H.264 in 4:2:0, then YUV → RGB) vs the original pixels: within
         // a few levels (/255) per cell.
-        let max = got.iter().zip(&pad).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let max = got
+            .iter()
+            .zip(&pad)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
         eprintln!("padded second {s}: max cell error {max:e}");
         assert!(max < 4.0 / 255.0, "padded second {s}: {max}");
-        assert_eq!(got, &w.visual[3 * per..4 * per], "every padded second is the same");
+        assert_eq!(
+            got,
+            &w.visual[3 * per..4 * per],
+            "every padded second is the same"
+        );
     }
     // Silence after the end; sound before it.
     assert!(w.audio[3 * 128..].iter().all(|&x| x == 0.0));
@@ -239,7 +276,10 @@ fn short_clips_are_padded_and_long_ones_cut_into_windows() {
     let (summary, windows) = encode(&long);
     assert_eq!(summary.plan.windows, 3);
     assert_eq!(summary.plan.padded_seconds, 7);
-    let starts: Vec<(usize, usize)> = windows.iter().map(|w| (w.start, w.content_seconds)).collect();
+    let starts: Vec<(usize, usize)> = windows
+        .iter()
+        .map(|w| (w.start, w.content_seconds))
+        .collect();
     assert_eq!(starts, [(0, 10), (10, 10), (20, 3)]);
     // Absolute time: the first second of window 1 is second 10, whose first frame is 250.
     let reference = |k: usize| {
@@ -252,13 +292,21 @@ fn short_clips_are_padded_and_long_ones_cut_into_windows() {
             .unwrap()
     };
     let frames_of = |s: usize| -> Vec<f32> {
-        let per_frame: Vec<Vec<f32>> = (0..16).map(|i| reference(expected_frame(s, i, 25))).collect();
-        (0..per).map(|j| per_frame.iter().map(|f| f[j]).sum::<f32>() / 16.0).collect()
+        let per_frame: Vec<Vec<f32>> = (0..16)
+            .map(|i| reference(expected_frame(s, i, 25)))
+            .collect();
+        (0..per)
+            .map(|j| per_frame.iter().map(|f| f[j]).sum::<f32>() / 16.0)
+            .collect()
     };
     for (w, s) in [(0, 0), (0, 9), (1, 0), (2, 2)] {
         let got = &windows[w].visual[s * per..(s + 1) * per];
         let want = frames_of(10 * w + s);
-        let max = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let max = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
         eprintln!("window {w} second {s}: max cell error {max:e}");
         assert!(max < 4.0 / 255.0, "window {w} second {s}: {max}");
     }
@@ -267,7 +315,11 @@ fn short_clips_are_padded_and_long_ones_cut_into_windows() {
     let at16 = ffmpeg_f32(&long, 16_000);
     let want = cace_net_mock_rms(&at16[160_000..176_000]);
     let got = &windows[1].audio[..128];
-    let max = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let max = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
     eprintln!("audio of second 10: max error {max:e}");
     assert!(max < 1e-4, "audio of second 10: {max}");
 }
@@ -293,32 +345,54 @@ fn bad_inputs_are_named_and_explained() {
         },
     );
     let e = err(&silent);
-    assert!(e.contains("silent.mkv") && e.contains("has no audio track"), "{e}");
+    assert!(
+        e.contains("silent.mkv") && e.contains("has no audio track"),
+        "{e}"
+    );
     // The picture alone still decodes.
     assert!(probe(&silent).unwrap().audio.is_none());
     assert_eq!(VideoFrames::open(&silent).unwrap().seconds(), 4);
 
     let garbage = make_garbage(dir.path(), "garbage.mp4");
     let e = err(&garbage);
-    assert!(e.contains("garbage.mp4") && e.contains("not a readable video file"), "{e}");
+    assert!(
+        e.contains("garbage.mp4") && e.contains("not a readable video file"),
+        "{e}"
+    );
 
     // An MP4 cut in half (its index is at the end): unreadable.
-    let whole = make_clip(dir.path(), "whole", Clip { container: "mp4", ..Clip::new(4.0) });
+    let whole = make_clip(
+        dir.path(),
+        "whole",
+        Clip {
+            container: "mp4",
+            ..Clip::new(4.0)
+        },
+    );
     let bytes = std::fs::read(&whole).unwrap();
     let cut = dir.join("cut.mp4");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let e = err(&cut);
-    assert!(e.contains("cut.mp4") && e.contains("not a readable video file"), "{e}");
+    assert!(
+        e.contains("cut.mp4") && e.contains("not a readable video file"),
+        "{e}"
+    );
 
     let e = err(&dir.join("nope.mp4"));
     assert!(e.contains("nope.mp4: no such file"), "{e}");
 
     let tiny = make_clip(dir.path(), "tiny", Clip::new(0.5));
     let e = err(&tiny);
-    assert!(e.contains("tiny.mkv") && e.contains("at least one second"), "{e}");
+    assert!(
+        e.contains("tiny.mkv") && e.contains("at least one second"),
+        "{e}"
+    );
 
     // encode_clip reports the same errors.
     let (frames, audio) = vgg_like();
-    let e = format!("{:#}", encode_clip(&silent, &frames, &audio, &mut |_| Ok(())).unwrap_err());
+    let e = format!(
+        "{:#}",
+        encode_clip(&silent, &frames, &audio, &mut |_| Ok(())).unwrap_err()
+    );
     assert!(e.contains("has no audio track"), "{e}");
 }

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use cace_net::device::parse_device;
+use cace_net::encoders::decode;
 use cace_net::encoders::registry::{EncoderKind, check_weights, load_encoders};
 use cace_net::extract::dataset::{
     ExtractOptions, ExtractReport, INDEX_FILE, Shard, extract_dataset, merge_shards,
@@ -71,6 +72,9 @@ pub fn run(a: Args) -> Result<()> {
     let (Some(videos), Some(weights)) = (a.videos, a.weights) else {
         bail!("--videos and --weights are required");
     };
+    if !decode::available() {
+        bail!(decode::NOT_BUILT);
+    }
     let device = parse_device(&a.device)?;
     // Fail on a missing weight file before any decoding.
     check_weights(a.encoders, &weights)?;

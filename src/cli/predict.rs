@@ -4,7 +4,7 @@ use anyhow::{Context, Result, bail};
 use cace_net::checkpoint;
 use cace_net::data::ave::{AveDir, Split};
 use cace_net::device::parse_device;
-use cace_net::encoders::decode::open_clip;
+use cace_net::encoders::decode::{self, open_clip};
 use cace_net::encoders::registry::{EncoderKind, check_weights, load_encoders};
 use cace_net::extract::dataset::list_videos;
 use cace_net::extract::predict::{VideoResult, predict_video, table, timeline_figure};
@@ -87,6 +87,9 @@ fn figure_path(dir: &Path, video: &Path, used: &mut Vec<PathBuf>) -> PathBuf {
 }
 
 fn run_video(a: Args, video: &Path) -> Result<()> {
+    if !decode::available() {
+        bail!(decode::NOT_BUILT);
+    }
     let weights = a.weights.as_deref().expect("clap requires --weights");
     let device = parse_device(&a.device)?;
     let folder = video.is_dir();
@@ -135,7 +138,7 @@ fn run_video(a: Args, video: &Path) -> Result<()> {
         ) {
             Ok(r) => r,
             Err(e) if folder => {
-                eprintln!("skipped {}: {e:#}", v.display());
+                eprintln!("skipped: {e:#}");
                 failed.push((v.clone(), format!("{e:#}")));
                 continue;
             }

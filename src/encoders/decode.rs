@@ -123,7 +123,11 @@ pub fn open_clip(path: &Path) -> Result<MediaInfo> {
         if let Some(a) = &info.audio {
             s.push(format!("audio {}", a.codec));
         }
-        if s.is_empty() { "none".to_string() } else { s.join(", ") }
+        if s.is_empty() {
+            "none".to_string()
+        } else {
+            s.join(", ")
+        }
     };
     if info.video.is_none() {
         anyhow::bail!("{p}: has no video stream (streams: {})", streams());
@@ -244,11 +248,11 @@ mod imp {
     use std::sync::Once;
 
     use anyhow::{Context, Result, anyhow, bail};
-    use ffmpeg_next as ff;
     use ff::format::context::Input;
     use ff::format::stream::Disposition;
     use ff::media::Type;
     use ff::{ChannelLayout, Rational, Rescale};
+    use ffmpeg_next as ff;
 
     use super::{
         AudioStreamInfo, FRAMES_PER_SECOND, MediaInfo, RgbFrame, VideoStreamInfo, whole_seconds,
@@ -270,7 +274,9 @@ mod imp {
     fn open_input(path: &Path) -> Result<Input> {
         init();
         match path.try_exists() {
-            Ok(true) if path.is_dir() => bail!("{}: is a directory, not a video file", path.display()),
+            Ok(true) if path.is_dir() => {
+                bail!("{}: is a directory, not a video file", path.display())
+            }
             Ok(true) => {}
             Ok(false) => bail!("{}: no such file", path.display()),
             Err(e) => bail!("{}: cannot access: {e}", path.display()),
@@ -291,8 +297,7 @@ mod imp {
     /// The stream index of the best stream of `kind` (cover-art pictures are not video).
     fn best_stream(ictx: &Input, kind: Type) -> Option<usize> {
         let usable = |s: &ff::Stream| {
-            s.parameters().medium() == kind
-                && !s.disposition().contains(Disposition::ATTACHED_PIC)
+            s.parameters().medium() == kind && !s.disposition().contains(Disposition::ATTACHED_PIC)
         };
         match ictx.streams().best(kind) {
             Some(s) if usable(&s) => Some(s.index()),
@@ -316,7 +321,11 @@ mod imp {
             }
         }
         let start = unsafe { (*ictx.as_ptr()).start_time };
-        if start == ff::ffi::AV_NOPTS_VALUE { 0 } else { start.rescale(ff::rescale::TIME_BASE, tb) }
+        if start == ff::ffi::AV_NOPTS_VALUE {
+            0
+        } else {
+            start.rescale(ff::rescale::TIME_BASE, tb)
+        }
     }
 
     fn stream_seconds(ictx: &Input, index: usize) -> Option<f64> {
@@ -388,7 +397,10 @@ mod imp {
                     .decoder()
                     .video()
                     .with_context(|| {
-                        format!("{}: cannot decode its video stream ({codec})", path.display())
+                        format!(
+                            "{}: cannot decode its video stream ({codec})",
+                            path.display()
+                        )
                     })?;
                 Ok(VideoStreamInfo {
                     codec,
@@ -406,7 +418,10 @@ mod imp {
                     .decoder()
                     .audio()
                     .with_context(|| {
-                        format!("{}: cannot decode its audio stream ({codec})", path.display())
+                        format!(
+                            "{}: cannot decode its audio stream ({codec})",
+                            path.display()
+                        )
                     })?;
                 Ok(AudioStreamInfo {
                     codec,
@@ -499,16 +514,27 @@ mod imp {
                     // Undecodable data in the middle of a stream: skip it.
                     Err(ff::Error::InvalidData) => continue,
                     Err(e) => {
-                        bail!("{}: decoding the {} stream: {e}", self.path.display(), self.what)
+                        bail!(
+                            "{}: decoding the {} stream: {e}",
+                            self.path.display(),
+                            self.what
+                        )
                     }
                 }
             }
         }
     }
 
-    fn open_stream(path: &Path, kind: Type) -> Result<(Input, usize, ff::codec::Context, Rational, i64)> {
+    fn open_stream(
+        path: &Path,
+        kind: Type,
+    ) -> Result<(Input, usize, ff::codec::Context, Rational, i64)> {
         let ictx = open_input(path)?;
-        let what = if kind == Type::Video { "video" } else { "audio" };
+        let what = if kind == Type::Video {
+            "video"
+        } else {
+            "audio"
+        };
         let Some(index) = best_stream(&ictx, kind) else {
             bail!("{}: has no {what} stream", path.display());
         };
@@ -517,7 +543,6 @@ mod imp {
         let mut ctx = ff::codec::context::Context::from_parameters(stream.parameters())?;
         // As the ffmpeg tool does: lets decoders interpret packet timestamps (e.g. skip samples).
         unsafe { (*ctx.as_mut_ptr()).pkt_timebase = tb.into() };
-        drop(stream);
         let origin = origin_in(&ictx, tb);
         Ok((ictx, index, ctx, tb, origin))
     }
@@ -552,14 +577,21 @@ mod imp {
                 bail!("{}: has no video stream", path.display());
             }
             if info.seconds == 0 {
-                bail!("{}: is {:.2} s long; at least one second is needed", path.display(), info.duration);
+                bail!(
+                    "{}: is {:.2} s long; at least one second is needed",
+                    path.display(),
+                    info.duration
+                );
             }
             let (ictx, stream, ctx, tb, origin) = open_stream(path, Type::Video)?;
             let fps = info.video.as_ref().and_then(|v| v.fps).unwrap_or(25.0);
             let ticks_per_frame =
                 ((tb.denominator() as f64 / (tb.numerator() as f64 * fps)).round() as i64).max(1);
             let decoder = ctx.decoder().video().with_context(|| {
-                format!("{}: cannot open a decoder for its video stream", path.display())
+                format!(
+                    "{}: cannot open a decoder for its video stream",
+                    path.display()
+                )
             })?;
             Ok(Self {
                 src: Demuxed {
@@ -589,7 +621,10 @@ mod imp {
 
         /// Whether sample time `k / 16` s is before `ticks` (stream time base, from the origin).
         fn before(&self, k: u64, ticks: i64) -> bool {
-            let (num, den) = (self.src.tb.numerator() as i128, self.src.tb.denominator() as i128);
+            let (num, den) = (
+                self.src.tb.numerator() as i128,
+                self.src.tb.denominator() as i128,
+            );
             (k as i128) * den < (FRAMES_PER_SECOND as i128) * (ticks as i128) * num
         }
 
@@ -609,7 +644,7 @@ mod imp {
             Ok(())
         }
 
-        fn to_rgb(&mut self, frame: &ff::frame::Video) -> Result<RgbFrame> {
+        fn rgb_of(&mut self, frame: &ff::frame::Video) -> Result<RgbFrame> {
             let (fmt, w, h) = (frame.format(), frame.width(), frame.height());
             if !matches!(&self.scaler, Some((f, sw, sh, _)) if *f == fmt && *sw == w && *sh == h) {
                 let ctx = ff::software::scaling::Context::get(
@@ -631,9 +666,9 @@ mod imp {
             }
             let scaler = &mut self.scaler.as_mut().unwrap().3;
             let mut rgb = ff::frame::Video::empty();
-            scaler
-                .run(frame, &mut rgb)
-                .with_context(|| format!("{}: converting a frame to RGB", self.src.path.display()))?;
+            scaler.run(frame, &mut rgb).with_context(|| {
+                format!("{}: converting a frame to RGB", self.src.path.display())
+            })?;
             let (w, h) = (w as usize, h as usize);
             let stride = rgb.stride(0);
             let plane = rgb.data(0);
@@ -652,7 +687,7 @@ mod imp {
         fn held_rgb(&mut self) -> Result<RgbFrame> {
             let mut held = self.held.take().expect("a held frame");
             if held.rgb.is_none() {
-                held.rgb = Some(self.to_rgb(&held.frame)?);
+                held.rgb = Some(self.rgb_of(&held.frame)?);
             }
             let rgb = held.rgb.clone().unwrap();
             self.held = Some(held);
@@ -675,7 +710,7 @@ mod imp {
                                 self.held_rgb()?
                             } else {
                                 let frame = frame.clone();
-                                self.to_rgb(&frame)?
+                                self.rgb_of(&frame)?
                             };
                             out.push(rgb);
                             self.next += 1;
@@ -686,7 +721,10 @@ mod imp {
                     }
                     None if self.end_of_stream => {
                         if self.held.is_none() {
-                            bail!("{}: no video frame could be decoded", self.src.path.display());
+                            bail!(
+                                "{}: no video frame could be decoded",
+                                self.src.path.display()
+                            );
                         }
                         out.push(self.held_rgb()?);
                         self.next += 1;
@@ -726,7 +764,10 @@ mod imp {
             }
             let (ictx, stream, ctx, tb, origin) = open_stream(path, Type::Audio)?;
             let decoder = ctx.decoder().audio().with_context(|| {
-                format!("{}: cannot open a decoder for its audio stream", path.display())
+                format!(
+                    "{}: cannot open a decoder for its audio stream",
+                    path.display()
+                )
             })?;
             Ok(Self {
                 src: Demuxed {
@@ -845,8 +886,10 @@ mod imp {
                 let swr = r.ctx.as_mut_ptr();
                 let cap = ff::ffi::swr_get_out_samples(swr, in_samples).max(0) as usize + 16;
                 let mut planes: Vec<Vec<f32>> = vec![vec![0.0; cap]; r.channels];
-                let mut ptrs: Vec<*mut u8> =
-                    planes.iter_mut().map(|p| p.as_mut_ptr() as *mut u8).collect();
+                let mut ptrs: Vec<*mut u8> = planes
+                    .iter_mut()
+                    .map(|p| p.as_mut_ptr() as *mut u8)
+                    .collect();
                 let input = match frame {
                     Some(f) => (*f.as_ptr()).extended_data as *const *const u8,
                     None => std::ptr::null(),
@@ -871,7 +914,8 @@ mod imp {
                 self.drop -= skip;
                 for i in skip..n {
                     let s: f32 = planes.iter().map(|p| p[i]).sum();
-                    self.buf.push_back(if r.channels == 1 { s } else { s * scale });
+                    self.buf
+                        .push_back(if r.channels == 1 { s } else { s * scale });
                 }
                 n
             };

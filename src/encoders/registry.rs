@@ -174,10 +174,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("cace-registry-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("vgg19.pth"), b"x").unwrap();
-        let e = check_weights(EncoderKind::Vgg, &dir).unwrap_err().to_string();
+        let e = check_weights(EncoderKind::Vgg, &dir)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("vggish.pth: missing"), "{e}");
         assert!(e.contains("vggish-10086976.pth"), "{e}");
-        let e = check_weights(EncoderKind::ResnetCnn14, &dir).unwrap_err().to_string();
+        let e = check_weights(EncoderKind::ResnetCnn14, &dir)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("resnet50.pth: missing"), "{e}");
         let e = check_weights(EncoderKind::Vgg, &dir.join("nope"))
             .unwrap_err()

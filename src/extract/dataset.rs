@@ -72,8 +72,9 @@ const STAGING_DIR: &str = ".staging";
 const RUN_FILE: &str = "run.json";
 const FEAT_MAGIC: &[u8; 8] = b"CACEFEAT";
 
-/// Fault injection for the resume test: after this many videos were staged by this process,
-/// the next one is left half-written and the process is killed (as `kill -9` would).
+/// Fault injection for the resume test: once this many videos were handled by this process,
+/// the next video that succeeds is left half-written and the process is killed (as `kill -9`
+/// would).
 pub const FAULT_ENV: &str = "CACE_FAULT_EXTRACT_KILL_AFTER";
 
 /// `--shard i/n`: the videos at list positions `p` with `p % count == index`.
@@ -88,8 +89,10 @@ impl FromStr for Shard {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || anyhow!("shard {s:?}: expected i/n with 0 <= i < n, e.g. 0/4");
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
-        let (index, count): (usize, usize) =
-            (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        let (index, count): (usize, usize) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
         if count == 0 || index >= count {
             return Err(bad());
         }
@@ -222,7 +225,9 @@ fn is_video_file(path: &Path) -> bool {
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let entries = fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
     for e in entries {
-        let path = e.with_context(|| format!("listing {}", dir.display()))?.path();
+        let path = e
+            .with_context(|| format!("listing {}", dir.display()))?
+            .path();
         if path.is_dir() {
             walk(&path, out)?;
         } else if is_video_file(&path) {
@@ -258,9 +263,18 @@ pub fn list_videos(source: &Path) -> Result<Vec<PathBuf>> {
                 continue;
             }
             let p = Path::new(line);
-            let p = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+            let p = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            };
             if !seen.insert(p.clone()) {
-                bail!("{}: line {}: {} is listed twice", source.display(), i + 1, p.display());
+                bail!(
+                    "{}: line {}: {} is listed twice",
+                    source.display(),
+                    i + 1,
+                    p.display()
+                );
             }
             files.push(p);
         }
@@ -297,7 +311,10 @@ fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn tmp_name(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp"))
 }
 
@@ -323,9 +340,14 @@ impl Staging {
 
     /// Removes temporary files a killed run left behind.
     fn clean(&self) -> Result<()> {
-        for e in fs::read_dir(&self.dir).with_context(|| format!("listing {}", self.dir.display()))? {
+        for e in
+            fs::read_dir(&self.dir).with_context(|| format!("listing {}", self.dir.display()))?
+        {
             let p = e?.path();
-            if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".tmp")) {
+            if p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".tmp"))
+            {
                 fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
             }
         }
@@ -356,7 +378,12 @@ impl Staging {
 }
 
 fn read_trailer(path: &Path) -> Result<Staged> {
-    let bad = || anyhow!("{}: not a complete staged feature file; delete it", path.display());
+    let bad = || {
+        anyhow!(
+            "{}: not a complete staged feature file; delete it",
+            path.display()
+        )
+    };
     let mut f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let len = f.metadata()?.len();
     if len < 12 {
@@ -478,7 +505,10 @@ struct FeatureWriter {
     next: usize,
 }
 
-fn create_h5(dest: PathBuf, shape: Vec<usize>) -> Result<(PathBuf, PathBuf, hdf5::File, hdf5::Dataset, Vec<usize>)> {
+fn create_h5(
+    dest: PathBuf,
+    shape: Vec<usize>,
+) -> Result<(PathBuf, PathBuf, hdf5::File, hdf5::Dataset, Vec<usize>)> {
     let tmp = tmp_name(&dest);
     let ctx = || format!("creating {}", tmp.display());
     let file = hdf5::File::create(&tmp).with_context(ctx)?;
@@ -516,12 +546,19 @@ impl FeatureWriter {
     fn finish(self) -> Result<()> {
         for (tmp, dest, file, ds, shape) in [self.visual, self.audio] {
             if self.next != shape[0] {
-                bail!("{}: wrote {} of {} rows", tmp.display(), self.next, shape[0]);
+                bail!(
+                    "{}: wrote {} of {} rows",
+                    tmp.display(),
+                    self.next,
+                    shape[0]
+                );
             }
             drop(ds);
-            file.close().with_context(|| format!("closing {}", tmp.display()))?;
+            file.close()
+                .with_context(|| format!("closing {}", tmp.display()))?;
             fs::File::open(&tmp).and_then(|f| f.sync_all())?;
-            fs::rename(&tmp, &dest).with_context(|| format!("renaming {} into place", tmp.display()))?;
+            fs::rename(&tmp, &dest)
+                .with_context(|| format!("renaming {} into place", tmp.display()))?;
         }
         Ok(())
     }
@@ -601,7 +638,11 @@ pub fn read_index(dir: &Path) -> Result<Vec<IndexEntry>> {
                 row: if failed { None } else { Some(num(f[0])?) },
                 list_index: num(f[1])?,
                 video: f[2].to_string(),
-                window: if failed { None } else { Some((num(f[3])?, num(f[4])?)) },
+                window: if failed {
+                    None
+                } else {
+                    Some((num(f[3])?, num(f[4])?))
+                },
                 error: failed.then(|| f[7].to_string()),
             })
         })
@@ -738,7 +779,12 @@ pub fn extract_dataset(opts: &ExtractOptions, load: &mut LoadEncoders) -> Result
             Some(audio_dim),
         );
         if run.visual_encoder.is_none() {
-            (run.visual_encoder, run.audio_encoder, run.visual_shape, run.audio_dim) = current;
+            (
+                run.visual_encoder,
+                run.audio_encoder,
+                run.visual_shape,
+                run.audio_dim,
+            ) = current;
             write_file_atomic(&run_path, &serde_json::to_vec_pretty(&run)?)?;
         } else if (
             run.visual_encoder.clone(),
@@ -771,16 +817,23 @@ pub fn extract_dataset(opts: &ExtractOptions, load: &mut LoadEncoders) -> Result
         for &i in &pending {
             let name = &names[i];
             let path = &selected[i].1;
-            bar.set_message(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-            let kill = kill_after == Some(report.extracted_now);
-            let mut writer = StageWriter::create(staging.feat(name), visual_len, WINDOW * audio_dim)?;
-            let result = encode_clip(path, frames.as_ref(), audio.as_ref(), &mut |w| writer.push(&w));
+            bar.set_message(
+                path.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
+            let kill = kill_after.is_some_and(|n| report.extracted_now >= n);
+            let mut writer =
+                StageWriter::create(staging.feat(name), WINDOW * visual_len, WINDOW * audio_dim)?;
+            let result = encode_clip(path, frames.as_ref(), audio.as_ref(), &mut |w| {
+                writer.push(&w)
+            });
             match result {
                 Ok(_) => writer.finish(name, kill)?,
                 Err(e) => {
                     let _ = fs::remove_file(&writer.tmp);
                     let error = format!("{e:#}");
-                    bar.suspend(|| eprintln!("skipped {}: {error}", path.display()));
+                    bar.suspend(|| eprintln!("skipped: {error}"));
                     write_file_atomic(
                         &staging.failed(name),
                         &serde_json::to_vec(&Failed {
@@ -803,7 +856,10 @@ pub fn extract_dataset(opts: &ExtractOptions, load: &mut LoadEncoders) -> Result
         run.visual_shape.clone(),
         run.audio_dim,
     ) else {
-        bail!("{}: staging has no encoder settings; delete the folder and rerun", out.display());
+        bail!(
+            "{}: staging has no encoder settings; delete the folder and rerun",
+            out.display()
+        );
     };
     let mut entries = Vec::new();
     let mut ok: Vec<(usize, Staged)> = Vec::new();
@@ -919,10 +975,18 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<ExtractReport> {
             );
         }
         let Some(s) = m.shard.filter(|s| s.count == count) else {
-            bail!("{}: is not one of the {count} shards of {}", dir.display(), shards[0].display());
+            bail!(
+                "{}: is not one of the {count} shards of {}",
+                dir.display(),
+                shards[0].display()
+            );
         };
         if let Some(other) = seen.insert(s.index, dir) {
-            bail!("{} and {} are both shard {s}", other.display(), dir.display());
+            bail!(
+                "{} and {} are both shard {s}",
+                other.display(),
+                dir.display()
+            );
         }
     }
     let missing: Vec<String> = (0..count)
@@ -934,7 +998,10 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<ExtractReport> {
     }
     check_out_dir(out)?;
     if out.join(MANIFEST_FILE).exists() {
-        bail!("{}: already holds an extraction; choose another --out", out.display());
+        bail!(
+            "{}: already holds an extraction; choose another --out",
+            out.display()
+        );
     }
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
 
@@ -962,7 +1029,9 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<ExtractReport> {
             sources.push((*k, r));
             e.row = Some(sources.len() - 1);
         } else {
-            report.failed.push((e.video.clone(), e.error.clone().unwrap_or_default()));
+            report
+                .failed
+                .push((e.video.clone(), e.error.clone().unwrap_or_default()));
         }
         entries.push(e);
     }
@@ -983,7 +1052,9 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<ExtractReport> {
     let open = |dir: &Path, file: &str| -> Result<(hdf5::File, hdf5::Dataset)> {
         let path = dir.join(file);
         let f = hdf5::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let ds = f.dataset(FEATURE_KEY).with_context(|| format!("{}: no dataset {FEATURE_KEY}", path.display()))?;
+        let ds = f
+            .dataset(FEATURE_KEY)
+            .with_context(|| format!("{}: no dataset {FEATURE_KEY}", path.display()))?;
         Ok((f, ds))
     };
     let files: Vec<_> = shards
@@ -1011,7 +1082,10 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<ExtractReport> {
         videos_fingerprint: fingerprint(videos.iter().map(String::as_str)),
         ..first.clone()
     };
-    write_file_atomic(&out.join(MANIFEST_FILE), &serde_json::to_vec_pretty(&manifest)?)?;
+    write_file_atomic(
+        &out.join(MANIFEST_FILE),
+        &serde_json::to_vec_pretty(&manifest)?,
+    )?;
     Ok(report)
 }
 
@@ -1021,7 +1095,10 @@ mod tests {
 
     #[test]
     fn shard_parsing() {
-        assert_eq!("1/4".parse::<Shard>().unwrap(), Shard { index: 1, count: 4 });
+        assert_eq!(
+            "1/4".parse::<Shard>().unwrap(),
+            Shard { index: 1, count: 4 }
+        );
         for bad in ["4/4", "1", "a/2", "0/0", "-1/2"] {
             assert!(bad.parse::<Shard>().is_err(), "{bad}");
         }
@@ -1034,8 +1111,13 @@ mod tests {
             .flat_map(|i| select(&list, Some(Shard { index: i, count: 3 })))
             .map(|(p, _)| p)
             .collect();
-        assert_eq!(select(&list, Some(Shard { index: 1, count: 3 }))
-            .iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![1, 4]);
+        assert_eq!(
+            select(&list, Some(Shard { index: 1, count: 3 }))
+                .iter()
+                .map(|(p, _)| *p)
+                .collect::<Vec<_>>(),
+            vec![1, 4]
+        );
         all.sort();
         assert_eq!(all, (0..7).collect::<Vec<_>>());
     }
@@ -1043,9 +1125,27 @@ mod tests {
     #[test]
     fn index_round_trip() {
         let entries = vec![
-            IndexEntry { row: Some(0), list_index: 0, video: "a.mp4".into(), window: Some((0, 10)), error: None },
-            IndexEntry { row: Some(1), list_index: 0, video: "a.mp4".into(), window: Some((10, 3)), error: None },
-            IndexEntry { row: None, list_index: 1, video: "b.mp4".into(), window: None, error: Some("bad\tfile".into()) },
+            IndexEntry {
+                row: Some(0),
+                list_index: 0,
+                video: "a.mp4".into(),
+                window: Some((0, 10)),
+                error: None,
+            },
+            IndexEntry {
+                row: Some(1),
+                list_index: 0,
+                video: "a.mp4".into(),
+                window: Some((10, 3)),
+                error: None,
+            },
+            IndexEntry {
+                row: None,
+                list_index: 1,
+                video: "b.mp4".into(),
+                window: None,
+                error: Some("bad\tfile".into()),
+            },
         ];
         let dir = std::env::temp_dir().join(format!("cace-index-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();

@@ -146,7 +146,13 @@ pub fn predict_video(
         model_s += t.elapsed().as_secs_f64();
         Ok(())
     })?;
-    Ok(assemble(&summary.plan, windows, &summary, model_s, start.elapsed().as_secs_f64()))
+    Ok(assemble(
+        &summary.plan,
+        windows,
+        &summary,
+        model_s,
+        start.elapsed().as_secs_f64(),
+    ))
 }
 
 fn assemble(

@@ -166,8 +166,20 @@ pub fn make_clip(dir: &Path, name: &str, clip: Clip) -> PathBuf {
     let secs = format!("{}", clip.seconds);
     let wav = source_wav();
     let mut args: Vec<&str> = vec![
-        "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s",
-        &size, "-r", &fps, "-i", "-",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        &size,
+        "-r",
+        &fps,
+        "-i",
+        "-",
     ];
     if clip.sound != Sound::None {
         args.extend(["-stream_loop", "-1", "-i", wav.to_str().unwrap()]);
@@ -176,7 +188,14 @@ pub fn make_clip(dir: &Path, name: &str, clip: Clip) -> PathBuf {
     match clip.container {
         "mkv" => args.extend(["-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p"]),
         "mp4" => args.extend(["-c:v", "libx264", "-crf", "10", "-pix_fmt", "yuv420p"]),
-        "webm" => args.extend(["-c:v", "libvpx-vp9", "-lossless", "1", "-pix_fmt", "yuv420p"]),
+        "webm" => args.extend([
+            "-c:v",
+            "libvpx-vp9",
+            "-lossless",
+            "1",
+            "-pix_fmt",
+            "yuv420p",
+        ]),
         other => panic!("container {other}"),
     }
     if clip.sound != Sound::None {
