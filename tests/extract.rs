@@ -615,3 +615,76 @@ fn commands_name_the_bad_input() {
     ]);
     assert!(!ok && stderr.contains("expected i/n"), "{stderr}");
 }
+
+/// `cace predict --video` end to end with the real encoders. Their weight files are large and
+/// not in the repository: run with `CACE_ENCODER_WEIGHTS=<folder with vgg19.pth and vggish.pth>
+/// cargo test --release --test extract -- --ignored`.
+#[test]
+#[ignore = "needs the real encoders' weight files: set CACE_ENCODER_WEIGHTS and pass --ignored"]
+fn predict_video_command_with_real_encoders() {
+    let weights = PathBuf::from(
+        std::env::var_os("CACE_ENCODER_WEIGHTS")
+            .expect("CACE_ENCODER_WEIGHTS: a folder with vgg19.pth and vggish.pth"),
+    );
+    if !ffmpeg_or_skip("predict_video_command_with_real_encoders") {
+        return;
+    }
+    let dir = TempDir::new("e2e");
+    let ckpt = random_checkpoint(&dir.join("ckpt"), 512);
+    let clips = dir.join("clips");
+    std::fs::create_dir_all(&clips).unwrap();
+    let ten = make_clip(&clips, "ten", Clip::new(10.0));
+    make_clip(&clips, "three", Clip::new(3.0));
+    let (json, png) = (dir.join("r.json"), dir.join("r.png"));
+    let (ok, stdout, stderr) = cace(&[
+        "predict",
+        "--video",
+        s(&ten),
+        "--checkpoint",
+        s(&ckpt),
+        "--weights",
+        s(&weights),
+        "--out",
+        s(&json),
+        "--figure",
+        s(&png),
+    ]);
+    assert!(ok, "{stderr}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(r["segments"].as_array().unwrap().len(), 10);
+    assert_eq!(r["class_logits"].as_array().unwrap().len(), 28);
+    assert_eq!(
+        (
+            r["encoders"]["visual"].as_str(),
+            r["encoders"]["audio"].as_str()
+        ),
+        (Some("vgg19"), Some("vggish"))
+    );
+    for seg in r["segments"].as_array().unwrap() {
+        assert!(stdout.contains(seg["label"].as_str().unwrap()), "{stdout}");
+    }
+    assert_eq!(png_size(&png), timeline_size(1));
+
+    // A folder: one entry per video, the 3 s one padded.
+    let figs = dir.join("figs");
+    let (ok, stdout, stderr) = cace(&[
+        "predict",
+        "--video",
+        s(&clips),
+        "--checkpoint",
+        s(&ckpt),
+        "--weights",
+        s(&weights),
+        "--out",
+        s(&json),
+        "--figure",
+        s(&figs),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("last 7 s padded"), "{stdout}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let videos = r["videos"].as_array().unwrap();
+    assert_eq!(videos.len(), 2);
+    assert_eq!(videos[1]["padded_seconds"], 7);
+    assert!(figs.join("ten.png").exists() && figs.join("three.png").exists());
+}

@@ -378,6 +378,13 @@ fn bad_inputs_are_named_and_explained() {
         "{e}"
     );
 
+    // Sound without picture: the test recording itself.
+    let e = err(&source_wav());
+    assert!(
+        e.contains("R9_ZSCveAHg_7s.wav") && e.contains("has no video stream"),
+        "{e}"
+    );
+
     let e = err(&dir.join("nope.mp4"));
     assert!(e.contains("nope.mp4: no such file"), "{e}");
 

@@ -258,7 +258,8 @@ mod imp {
         AudioStreamInfo, FRAMES_PER_SECOND, MediaInfo, RgbFrame, VideoStreamInfo, whole_seconds,
     };
 
-    /// Consecutive failed packet reads after which a file counts as unreadable.
+    /// Consecutive failed packet reads (or undecodable frames) after which a file counts as
+    /// unreadable.
     const MAX_READ_ERRORS: usize = 32;
 
     fn init() {
@@ -501,6 +502,7 @@ mod imp {
 
         /// The next decoded frame into `frame`; `false` at the end of the stream.
         fn receive(&mut self, frame: &mut ff::Frame) -> Result<bool> {
+            let mut errors = 0;
             loop {
                 match self.decoder.receive_frame(frame) {
                     Ok(()) => return Ok(true),
@@ -511,8 +513,8 @@ mod imp {
                         }
                         self.feed()?;
                     }
-                    // Undecodable data in the middle of a stream: skip it.
-                    Err(ff::Error::InvalidData) => continue,
+                    // Undecodable data in the middle of a stream: skip it (within reason).
+                    Err(ff::Error::InvalidData) if errors < MAX_READ_ERRORS => errors += 1,
                     Err(e) => {
                         bail!(
                             "{}: decoding the {} stream: {e}",
