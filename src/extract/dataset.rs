@@ -138,14 +138,42 @@ pub struct ExtractReport {
     pub already_complete: bool,
 }
 
+/// The encoders a directory was extracted with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncoderSettings {
+    pub visual_encoder: String,
+    pub audio_encoder: String,
+    /// Per-second visual feature shape, `[7, 7, C]` (or pooled `[C]`).
+    pub visual_shape: Vec<usize>,
+    pub audio_dim: usize,
+}
+
+impl EncoderSettings {
+    fn of(frames: &dyn FrameEncoder, audio: &dyn AudioEncoder) -> Result<Self> {
+        let (_, audio_dim) = encoder_shapes(frames, audio)?;
+        let shape = frames.output_shape();
+        if !(shape.len() == 1 || (shape.len() == 3 && shape[0] == 7 && shape[1] == 7)) {
+            bail!(
+                "frame encoder {} gives {shape:?} per second; the AVE layout stores [7,7,C] maps or pooled [C]",
+                frames.name()
+            );
+        }
+        Ok(Self {
+            visual_encoder: frames.name().to_string(),
+            audio_encoder: audio.name().to_string(),
+            visual_shape: shape,
+            audio_dim,
+        })
+    }
+}
+
 /// `extract.json`: what the directory holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// `--encoders` as given.
     pub encoders: String,
-    pub visual_encoder: String,
-    pub audio_encoder: String,
-    pub visual_shape: Vec<usize>,
-    pub audio_dim: usize,
+    #[serde(flatten)]
+    pub encoder: EncoderSettings,
     /// `--videos` as given.
     pub videos_source: String,
     /// Length of the full video list (before sharding).
@@ -164,11 +192,8 @@ pub struct Manifest {
 struct RunSettings {
     encoders: String,
     shard: Option<Shard>,
-    /// Set once encoders were loaded: names and shapes.
-    visual_encoder: Option<String>,
-    audio_encoder: Option<String>,
-    visual_shape: Option<Vec<usize>>,
-    audio_dim: Option<usize>,
+    /// Set once encoders were loaded.
+    encoder: Option<EncoderSettings>,
 }
 
 /// Trailer of a staged `.feat` file (the f32 payload comes first).
@@ -336,6 +361,9 @@ impl Staging {
     }
     fn failed(&self, video: &str) -> PathBuf {
         self.dir.join(format!("{}.failed", video_key(video)))
+    }
+    fn run_file(&self) -> PathBuf {
+        self.dir.join(RUN_FILE)
     }
 
     /// Removes temporary files a killed run left behind.
@@ -687,204 +715,222 @@ pub fn extract_dataset(opts: &ExtractOptions, load: &mut LoadEncoders) -> Result
     }
     let names: Vec<String> = selected.iter().map(|(_, p)| path_str(p)).collect();
     let fp = fingerprint(names.iter().map(String::as_str));
-    let out = &opts.out;
-    check_out_dir(out)?;
-
-    let manifest_path = out.join(MANIFEST_FILE);
-    if manifest_path.exists() {
-        let m: Manifest = read_json(&manifest_path)?;
-        if m.videos_fingerprint == fp && m.encoders == opts.encoders && m.shard == opts.shard {
-            return Ok(ExtractReport {
-                out: out.clone(),
-                videos: m.videos,
-                rows: m.rows,
-                failed: read_index(out)?
-                    .into_iter()
-                    .filter_map(|e| e.error.map(|err| (e.video, err)))
-                    .collect(),
-                already_complete: true,
-                ..Default::default()
-            });
-        }
-        bail!(
-            "{}: already holds a finished extraction of other videos or encoders ({}, {} videos); choose another --out",
-            out.display(),
-            m.encoders,
-            m.videos
-        );
+    check_out_dir(&opts.out)?;
+    if let Some(done) = completed(opts, &fp)? {
+        return Ok(done);
     }
 
     let staging = Staging {
-        dir: out.join(STAGING_DIR),
+        dir: opts.out.join(STAGING_DIR),
     };
-    fs::create_dir_all(&staging.dir)
-        .with_context(|| format!("creating {}", staging.dir.display()))?;
-    staging.clean()?;
-    let run_path = staging.dir.join(RUN_FILE);
-    let mut run = if run_path.exists() {
-        let r: RunSettings = read_json(&run_path)?;
-        if r.encoders != opts.encoders || r.shard != opts.shard {
-            bail!(
-                "{}: an interrupted run with --encoders {}{} is staged here; rerun with the same settings or choose another --out",
-                out.display(),
-                r.encoders,
-                r.shard.map(|s| format!(" --shard {s}")).unwrap_or_default()
-            );
-        }
-        r
-    } else {
-        let r = RunSettings {
-            encoders: opts.encoders.clone(),
-            shard: opts.shard,
-            visual_encoder: None,
-            audio_encoder: None,
-            visual_shape: None,
-            audio_dim: None,
-        };
-        write_file_atomic(&run_path, &serde_json::to_vec_pretty(&r)?)?;
-        r
-    };
-
+    let mut run = open_run(opts, &staging)?;
     let mut pending = Vec::new();
-    let mut resumed = 0;
     for (i, name) in names.iter().enumerate() {
-        if staging.status(name)?.is_some() {
-            resumed += 1;
-        } else {
+        if staging.status(name)?.is_none() {
             pending.push(i);
         }
     }
-
-    let kill_after: Option<usize> = std::env::var(FAULT_ENV).ok().and_then(|s| s.parse().ok());
     let mut report = ExtractReport {
-        out: out.clone(),
+        out: opts.out.clone(),
         videos: selected.len(),
-        resumed,
+        resumed: selected.len() - pending.len(),
         ..Default::default()
     };
     if !pending.is_empty() {
         let (frames, audio) = load()?;
-        let (visual_len, audio_dim) = encoder_shapes(frames.as_ref(), audio.as_ref())?;
-        let shape = frames.output_shape();
-        if !(shape.len() == 1 || (shape.len() == 3 && shape[0] == 7 && shape[1] == 7)) {
-            bail!(
-                "frame encoder {} gives {shape:?} per second; the AVE layout stores [7,7,C] maps or pooled [C]",
-                frames.name()
-            );
-        }
-        let current = (
-            Some(frames.name().to_string()),
-            Some(audio.name().to_string()),
-            Some(shape.clone()),
-            Some(audio_dim),
-        );
-        if run.visual_encoder.is_none() {
-            (
-                run.visual_encoder,
-                run.audio_encoder,
-                run.visual_shape,
-                run.audio_dim,
-            ) = current;
-            write_file_atomic(&run_path, &serde_json::to_vec_pretty(&run)?)?;
-        } else if (
-            run.visual_encoder.clone(),
-            run.audio_encoder.clone(),
-            run.visual_shape.clone(),
-            run.audio_dim,
-        ) != current
-        {
-            bail!(
-                "{}: the staged videos were extracted with {:?}/{:?} {:?}/{:?}, the encoders now give {}/{} {shape:?}/{audio_dim}",
-                out.display(),
-                run.visual_encoder,
-                run.audio_encoder,
-                run.visual_shape,
-                run.audio_dim,
-                frames.name(),
-                audio.name()
-            );
-        }
-
-        let bar = if opts.progress {
-            ProgressBar::new(pending.len() as u64)
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} videos  {elapsed}<{eta}  {msg}")
-                .unwrap(),
-        );
-        for &i in &pending {
-            let name = &names[i];
-            let path = &selected[i].1;
-            bar.set_message(
-                path.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            );
-            let kill = kill_after.is_some_and(|n| report.extracted_now >= n);
-            let mut writer =
-                StageWriter::create(staging.feat(name), WINDOW * visual_len, WINDOW * audio_dim)?;
-            let result = encode_clip(path, frames.as_ref(), audio.as_ref(), &mut |w| {
-                writer.push(&w)
-            });
-            match result {
-                Ok(_) => writer.finish(name, kill)?,
-                Err(e) => {
-                    let _ = fs::remove_file(&writer.tmp);
-                    let error = format!("{e:#}");
-                    bar.suspend(|| eprintln!("skipped: {error}"));
-                    write_file_atomic(
-                        &staging.failed(name),
-                        &serde_json::to_vec(&Failed {
-                            video: name.clone(),
-                            error,
-                        })?,
-                    )?;
-                }
+        let settings = EncoderSettings::of(frames.as_ref(), audio.as_ref())?;
+        match &run.encoder {
+            None => {
+                run.encoder = Some(settings.clone());
+                write_file_atomic(&staging.run_file(), &serde_json::to_vec_pretty(&run)?)?;
             }
-            report.extracted_now += 1;
-            bar.inc(1);
+            Some(staged) if *staged != settings => bail!(
+                "{}: the staged videos were extracted with {staged:?}, the encoders now give {settings:?}; rerun with the same encoders or choose another --out",
+                opts.out.display()
+            ),
+            Some(_) => {}
         }
-        bar.finish_and_clear();
+        let jobs: Vec<(&str, &Path)> = pending
+            .iter()
+            .map(|&i| (names[i].as_str(), selected[i].1.as_path()))
+            .collect();
+        report.extracted_now = stage_videos(
+            &jobs,
+            &staging,
+            &settings,
+            frames.as_ref(),
+            audio.as_ref(),
+            opts.progress,
+        )?;
     }
-
-    // Every video is staged: assemble in list order.
-    let (Some(visual_encoder), Some(audio_encoder), Some(visual_shape), Some(audio_dim)) = (
-        run.visual_encoder.clone(),
-        run.audio_encoder.clone(),
-        run.visual_shape.clone(),
-        run.audio_dim,
-    ) else {
+    let Some(settings) = run.encoder else {
         bail!(
             "{}: staging has no encoder settings; delete the folder and rerun",
-            out.display()
+            opts.out.display()
         );
     };
+    assemble(opts, &selected, &names, &staging, &settings, &mut report)?;
+    let manifest = Manifest {
+        encoders: opts.encoders.clone(),
+        encoder: settings,
+        videos_source: path_str(&opts.videos),
+        list_len: list.len(),
+        shard: opts.shard,
+        videos: selected.len(),
+        rows: report.rows,
+        failed: report.failed.len(),
+        videos_fingerprint: fp,
+    };
+    write_file_atomic(
+        &opts.out.join(MANIFEST_FILE),
+        &serde_json::to_vec_pretty(&manifest)?,
+    )?;
+    fs::remove_dir_all(&staging.dir)
+        .with_context(|| format!("removing {}", staging.dir.display()))?;
+    Ok(report)
+}
+
+/// The report of an already complete `opts.out` with the same videos and settings, or an error
+/// if it holds another extraction; `None` if it is not complete.
+fn completed(opts: &ExtractOptions, fp: &str) -> Result<Option<ExtractReport>> {
+    let path = opts.out.join(MANIFEST_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let m: Manifest = read_json(&path)?;
+    if m.videos_fingerprint != fp || m.encoders != opts.encoders || m.shard != opts.shard {
+        bail!(
+            "{}: already holds a finished extraction of other videos or encoders ({}, {} videos); choose another --out",
+            opts.out.display(),
+            m.encoders,
+            m.videos
+        );
+    }
+    Ok(Some(ExtractReport {
+        out: opts.out.clone(),
+        videos: m.videos,
+        rows: m.rows,
+        failed: read_index(&opts.out)?
+            .into_iter()
+            .filter_map(|e| e.error.map(|err| (e.video, err)))
+            .collect(),
+        already_complete: true,
+        ..Default::default()
+    }))
+}
+
+/// Creates the staging folder, or checks that an interrupted run staged there used the same
+/// settings; removes temporary files a killed run left.
+fn open_run(opts: &ExtractOptions, staging: &Staging) -> Result<RunSettings> {
+    fs::create_dir_all(&staging.dir)
+        .with_context(|| format!("creating {}", staging.dir.display()))?;
+    staging.clean()?;
+    let path = staging.run_file();
+    if path.exists() {
+        let r: RunSettings = read_json(&path)?;
+        if r.encoders != opts.encoders || r.shard != opts.shard {
+            bail!(
+                "{}: an interrupted run with --encoders {}{} is staged here; rerun with the same settings or choose another --out",
+                opts.out.display(),
+                r.encoders,
+                r.shard.map(|s| format!(" --shard {s}")).unwrap_or_default()
+            );
+        }
+        return Ok(r);
+    }
+    let r = RunSettings {
+        encoders: opts.encoders.clone(),
+        shard: opts.shard,
+        encoder: None,
+    };
+    write_file_atomic(&path, &serde_json::to_vec_pretty(&r)?)?;
+    Ok(r)
+}
+
+/// Decodes and encodes `jobs` (`(name, path)`) into the staging folder, one atomic file each;
+/// a video that fails gets a `.failed` note. Returns how many were handled.
+fn stage_videos(
+    jobs: &[(&str, &Path)],
+    staging: &Staging,
+    settings: &EncoderSettings,
+    frames: &dyn FrameEncoder,
+    audio: &dyn AudioEncoder,
+    progress: bool,
+) -> Result<usize> {
+    let kill_after: Option<usize> = std::env::var(FAULT_ENV).ok().and_then(|s| s.parse().ok());
+    let bar = if progress {
+        ProgressBar::new(jobs.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} videos  {elapsed}<{eta}  {msg}")
+            .unwrap(),
+    );
+    let visual_len: usize = settings.visual_shape.iter().product();
+    for (done, &(name, path)) in jobs.iter().enumerate() {
+        bar.set_message(
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        let mut writer = StageWriter::create(
+            staging.feat(name),
+            WINDOW * visual_len,
+            WINDOW * settings.audio_dim,
+        )?;
+        match encode_clip(path, frames, audio, &mut |w| writer.push(&w)) {
+            Ok(_) => writer.finish(name, kill_after.is_some_and(|n| done >= n))?,
+            Err(e) => {
+                let _ = fs::remove_file(&writer.tmp);
+                let error = format!("{e:#}");
+                bar.suspend(|| eprintln!("skipped: {error}"));
+                let note = Failed {
+                    video: name.to_string(),
+                    error,
+                };
+                write_file_atomic(&staging.failed(name), &serde_json::to_vec(&note)?)?;
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(jobs.len())
+}
+
+/// Writes `index.tsv` and the HDF5 files from the staging folder, in list order.
+fn assemble(
+    opts: &ExtractOptions,
+    selected: &[(usize, PathBuf)],
+    names: &[String],
+    staging: &Staging,
+    settings: &EncoderSettings,
+    report: &mut ExtractReport,
+) -> Result<()> {
+    let out = &opts.out;
     let mut entries = Vec::new();
-    let mut ok: Vec<(usize, Staged)> = Vec::new();
+    let mut ok: Vec<(&str, Staged)> = Vec::new();
     let mut rows = 0;
-    for (i, name) in names.iter().enumerate() {
-        let list_index = selected[i].0;
-        match staging.status(name)?.expect("staged") {
+    for ((list_index, _), name) in selected.iter().zip(names) {
+        match staging.status(name)?.expect("every video is staged") {
             Status::Ok(s) => {
                 for (w, &c) in s.content.iter().enumerate() {
                     entries.push(IndexEntry {
                         row: Some(rows),
-                        list_index,
+                        list_index: *list_index,
                         video: name.clone(),
                         window: Some((w * WINDOW, c)),
                         error: None,
                     });
                     rows += 1;
                 }
-                ok.push((i, s));
+                ok.push((name, s));
             }
             Status::Failed(error) => {
                 report.failed.push((name.clone(), error.clone()));
                 entries.push(IndexEntry {
                     row: None,
-                    list_index,
+                    list_index: *list_index,
                     video: name.clone(),
                     window: None,
                     error: Some(error),
@@ -902,9 +948,9 @@ pub fn extract_dataset(opts: &ExtractOptions, load: &mut LoadEncoders) -> Result
             report.failed.first().map(|f| f.1.as_str()).unwrap_or("-")
         );
     }
-    let mut writer = FeatureWriter::create(out, rows, &visual_shape, audio_dim)?;
-    for (i, staged) in &ok {
-        let path = staging.feat(&names[*i]);
+    let mut writer = FeatureWriter::create(out, rows, &settings.visual_shape, settings.audio_dim)?;
+    for (name, staged) in &ok {
+        let path = staging.feat(name);
         let mut f = fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
         for w in 0..staged.windows {
             let (v, a) = read_window(&mut f, staged, w)
@@ -913,25 +959,7 @@ pub fn extract_dataset(opts: &ExtractOptions, load: &mut LoadEncoders) -> Result
         }
     }
     writer.finish()?;
-    write_order(out, rows)?;
-    let manifest = Manifest {
-        encoders: opts.encoders.clone(),
-        visual_encoder,
-        audio_encoder,
-        visual_shape,
-        audio_dim,
-        videos_source: path_str(&opts.videos),
-        list_len: list.len(),
-        shard: opts.shard,
-        videos: selected.len(),
-        rows,
-        failed: report.failed.len(),
-        videos_fingerprint: fp,
-    };
-    write_file_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
-    fs::remove_dir_all(&staging.dir)
-        .with_context(|| format!("removing {}", staging.dir.display()))?;
-    Ok(report)
+    write_order(out, rows)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -961,10 +989,7 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<ExtractReport> {
     let mut seen = BTreeMap::new();
     for (dir, m) in shards.iter().zip(&manifests) {
         let same = m.encoders == first.encoders
-            && m.visual_encoder == first.visual_encoder
-            && m.audio_encoder == first.audio_encoder
-            && m.visual_shape == first.visual_shape
-            && m.audio_dim == first.audio_dim
+            && m.encoder == first.encoder
             && m.list_len == first.list_len
             && m.videos_source == first.videos_source;
         if !same {
@@ -1061,7 +1086,12 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<ExtractReport> {
         .iter()
         .map(|d| Ok((open(d, VISUAL_FILE)?, open(d, AUDIO_FILE)?)))
         .collect::<Result<_>>()?;
-    let mut writer = FeatureWriter::create(out, rows, &first.visual_shape, first.audio_dim)?;
+    let mut writer = FeatureWriter::create(
+        out,
+        rows,
+        &first.encoder.visual_shape,
+        first.encoder.audio_dim,
+    )?;
     for (k, r) in sources {
         let ((_, vds), (_, ads)) = &files[k];
         let read = |ds: &hdf5::Dataset| -> Result<Vec<f32>> {
