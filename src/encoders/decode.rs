@@ -27,10 +27,11 @@
 //! frames; by time, every clip length and variable frame rate get a well-defined answer and
 //! second `s` really is `[s, s+1)`.
 //!
-//! Frames are converted to RGB24 at their native size with swscale (bilinear chroma
-//! upsampling, the YUV matrix the stream declares, BT.601 when it declares none — what OpenCV's
-//! FFmpeg backend does). Only sampled frames are converted, and [`VideoFrames`] holds one
-//! second's frames at a time, so long videos stream.
+//! Frames are converted to RGB24 at their native size with swscale's defaults (bilinear chroma
+//! upsampling, BT.601 coefficients whatever matrix the stream declares — as OpenCV's FFmpeg
+//! backend, which the original extraction used, does). Rotation metadata is not applied. Only
+//! sampled frames are converted, and [`VideoFrames`] holds one second's frames at a time, so
+//! long videos stream (the video and the audio reader each demux the file once).
 //!
 //! ## Audio
 //!
