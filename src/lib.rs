@@ -12,6 +12,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod encoders;
+pub mod extract;
 pub mod inference;
 pub mod loss;
 pub mod metric;

@@ -4,6 +4,7 @@ mod ablate;
 mod bench;
 mod demo;
 mod eval;
+mod extract;
 mod figures;
 mod import;
 mod info;
@@ -30,8 +31,11 @@ struct Cli {
 enum Command {
     /// Convert an official CACE-Net checkpoint (.pth.tar) into a native checkpoint directory.
     Import(import::Args),
-    /// Run a checkpoint on a split of an AVE-layout dataset and write per-video JSON.
+    /// Run a checkpoint on a split of an AVE-layout dataset, or end to end on video files
+    /// (`--video`), and write per-video JSON.
     Predict(predict::Args),
+    /// Extract VGG19/VGGish or ResNet50/Cnn14 features of video files into the AVE layout.
+    Extract(extract::Args),
     /// Synthesise a dataset, train and evaluate on the CPU in a few minutes (no downloads).
     Demo(demo::Args),
     /// Write a synthetic dataset in the AVE layout with a known audio-visual answer.
@@ -56,6 +60,7 @@ pub fn run() -> Result<()> {
     match Cli::parse().command {
         Command::Import(a) => import::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Extract(a) => extract::run(a),
         Command::Info(a) => info::run(a),
         Command::Train(a) => train::run(a),
         Command::Demo(a) => demo::run(a),

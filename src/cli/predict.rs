@@ -1,9 +1,13 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use cace_net::checkpoint;
 use cace_net::data::ave::{AveDir, Split};
 use cace_net::device::parse_device;
+use cace_net::encoders::decode::{self, open_clip};
+use cace_net::encoders::registry::{EncoderKind, check_weights, load_encoders};
+use cace_net::extract::dataset::list_videos;
+use cace_net::extract::predict::{VideoResult, predict_video, table, timeline_figure};
 use cace_net::inference::predict_split;
 
 #[derive(clap::Args)]
@@ -12,13 +16,26 @@ pub struct Args {
     #[arg(long)]
     checkpoint: PathBuf,
     /// Dataset directory in the AVE layout.
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(long, required_unless_present = "video", conflicts_with = "video")]
+    data: Option<PathBuf>,
     #[arg(long, default_value = "test")]
     split: Split,
-    /// Output JSON file.
+    /// A video file, or a folder of videos (one result each), to run end to end: decode,
+    /// extract features with `--encoders`, run the model.
+    #[arg(long, requires = "weights")]
+    video: Option<PathBuf>,
+    /// Folder with the encoders' weight files (for `--video`).
     #[arg(long)]
-    out: PathBuf,
+    weights: Option<PathBuf>,
+    /// Encoder pair for `--video`: `vgg` (VGG19 + VGGish) or `resnet-cnn14`.
+    #[arg(long, value_enum, default_value_t = EncoderKind::Vgg)]
+    encoders: EncoderKind,
+    /// Output JSON file (required with `--data`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Timeline PNG for `--video` (with a folder of videos: a folder, one `<name>.png` each).
+    #[arg(long, requires = "video")]
+    figure: Option<PathBuf>,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// `cpu` or `cuda[:N]`.
@@ -27,24 +44,142 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if let Some(video) = a.video.clone() {
+        return run_video(a, &video);
+    }
+    let (Some(data), Some(out)) = (&a.data, &a.out) else {
+        bail!("--data needs --out (the JSON file to write)");
+    };
     let device = parse_device(&a.device)?;
-    let data = AveDir::open(&a.data)?;
+    let data = AveDir::open(data)?;
     let loaded = checkpoint::load(&a.checkpoint, None, &device)?;
     let result = predict_split(&loaded.model, &data, a.split, a.batch_size, &device)?;
     let json = serde_json::to_vec_pretty(&result)?;
-    cace_net::checkpoint::native::write_atomic(&a.out, &json)
-        .with_context(|| format!("writing {}", a.out.display()))?;
+    checkpoint::native::write_atomic(out, &json)
+        .with_context(|| format!("writing {}", out.display()))?;
     match result.accuracy {
         Some(acc) => println!(
             "{} videos, accuracy: {acc:.2} %  → {}",
             result.videos.len(),
-            a.out.display()
+            out.display()
         ),
         None => println!(
             "{} videos (no labels) → {}",
             result.videos.len(),
-            a.out.display()
+            out.display()
         ),
+    }
+    Ok(())
+}
+
+fn figure_path(dir: &Path, video: &Path, used: &mut Vec<PathBuf>) -> PathBuf {
+    let stem = video
+        .file_stem()
+        .map_or("video".into(), |s| s.to_string_lossy().into_owned());
+    let mut p = dir.join(format!("{stem}.png"));
+    let mut k = 2;
+    while used.contains(&p) {
+        p = dir.join(format!("{stem}-{k}.png"));
+        k += 1;
+    }
+    used.push(p.clone());
+    p
+}
+
+fn run_video(a: Args, video: &Path) -> Result<()> {
+    if !decode::available() {
+        bail!(decode::NOT_BUILT);
+    }
+    let weights = a.weights.as_deref().expect("clap requires --weights");
+    let device = parse_device(&a.device)?;
+    let folder = video.is_dir();
+    let videos = if folder {
+        list_videos(video)?
+    } else {
+        vec![video.to_path_buf()]
+    };
+    // Cheap checks first: the clips, the checkpoint, the weight files.
+    let mut failed: Vec<(PathBuf, String)> = Vec::new();
+    let mut usable = Vec::new();
+    for v in videos {
+        match open_clip(&v) {
+            Ok(_) => usable.push(v),
+            Err(e) if folder => failed.push((v, format!("{e:#}"))),
+            Err(e) => return Err(e),
+        }
+    }
+    let loaded = checkpoint::load(&a.checkpoint, None, &device)?;
+    let (vd, ad) = a.encoders.dims();
+    if (vd, ad) != (loaded.config.visual_dim, loaded.config.audio_dim) {
+        bail!(
+            "checkpoint {} expects {}-d visual and {}-d audio features; --encoders {} gives {vd} and {ad}",
+            a.checkpoint.display(),
+            loaded.config.visual_dim,
+            loaded.config.audio_dim,
+            a.encoders
+        );
+    }
+    check_weights(a.encoders, weights)?;
+    let (frames, audio) = load_encoders(a.encoders, weights, &device)?;
+    if let Some(dir) = a.figure.as_ref().filter(|_| folder) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+
+    let mut results: Vec<VideoResult> = Vec::new();
+    let mut figures = Vec::new();
+    for v in &usable {
+        let r = match predict_video(
+            &loaded.model,
+            &loaded.config,
+            v,
+            frames.as_ref(),
+            audio.as_ref(),
+            &device,
+        ) {
+            Ok(r) => r,
+            Err(e) if folder => {
+                eprintln!("skipped: {e:#}");
+                failed.push((v.clone(), format!("{e:#}")));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        println!("{}", table(&r));
+        if let Some(fig) = &a.figure {
+            let path = if folder {
+                figure_path(fig, v, &mut figures)
+            } else {
+                fig.clone()
+            };
+            timeline_figure(&r, &path)?;
+            println!("timeline → {}", path.display());
+        }
+        results.push(r);
+    }
+
+    if let Some(out) = &a.out {
+        let json = if folder {
+            let failed: Vec<serde_json::Value> = failed
+                .iter()
+                .map(|(v, e)| serde_json::json!({"video": v.to_string_lossy(), "error": e}))
+                .collect();
+            serde_json::to_vec_pretty(&serde_json::json!({"videos": results, "failed": failed}))?
+        } else {
+            serde_json::to_vec_pretty(&results[0])?
+        };
+        checkpoint::native::write_atomic(out, &json)
+            .with_context(|| format!("writing {}", out.display()))?;
+        println!("results → {}", out.display());
+    }
+    if !failed.is_empty() {
+        for (v, e) in &failed {
+            eprintln!("failed: {}: {e}", v.display());
+        }
+        bail!(
+            "{} of {} videos failed",
+            failed.len(),
+            failed.len() + results.len()
+        );
     }
     Ok(())
 }

@@ -37,12 +37,6 @@ impl Shapes {
                 data.dir().join(VISUAL_FILE).display()
             );
         }
-        if !data.has_labels() {
-            bail!(
-                "{}: no labels (labels.h5, or Annotations.txt, or the 4143-row AVE set)",
-                data.dir().display()
-            );
-        }
         Ok(Self {
             visual: [vs[0], vs[1], vs[2], vs[3]],
             audio: data.audio_dim(),

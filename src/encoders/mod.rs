@@ -10,9 +10,11 @@
 //! by key with shape checks, so a wrong file fails naming the file and the first bad key.
 
 pub mod cnn14;
+pub mod decode;
 pub mod fft;
 pub mod image;
 pub mod logmel;
+pub mod registry;
 pub mod resnet50;
 pub mod vgg19;
 pub mod vggish;

@@ -1,0 +1,690 @@
+//! `cace extract` (resumable, sharded AVE-layout feature files) and `cace predict --video`
+//! (CACE-Net on a clip), with mock encoders on clips the `ffmpeg` tool generates. Skipped (with
+//! a message) only when `ffmpeg` is not installed.
+#![cfg(feature = "video")]
+
+mod video_common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use burn::tensor::Device;
+use cace_net::checkpoint::{self, native};
+use cace_net::config::ModelConfig;
+use cace_net::data::ave::{AveDir, Split};
+use cace_net::encoders::{AudioEncoder, FrameEncoder};
+use cace_net::extract::dataset::{
+    ExtractOptions, ExtractReport, FAULT_ENV, Shard, extract_dataset, merge_shards, read_index,
+};
+use cace_net::extract::encode_clip;
+use cace_net::extract::predict::{predict_video, table, timeline_figure};
+use cace_net::inference::{label_name, predict_split};
+use cace_net::model::CaceNet;
+use cace_net::plot::timeline_size;
+use video_common::*;
+
+/// Six files, sorted: five clips (10 s, 3 s, 13 s, 10 s at 30 fps in MP4/AAC, 10 s) and, third,
+/// a file that is not a video. Rows: 1 + 1 + 2 + 1 + 1 = 6.
+fn collection(dir: &Path) -> PathBuf {
+    let videos = dir.join("videos");
+    std::fs::create_dir_all(&videos).unwrap();
+    make_clip(&videos, "a", Clip::new(10.0));
+    make_clip(&videos, "b", Clip::new(3.0));
+    make_garbage(&videos, "c.mp4");
+    make_clip(&videos, "d", Clip::new(13.0));
+    make_clip(
+        &videos,
+        "e",
+        Clip {
+            fps: 30,
+            container: "mp4",
+            ..Clip::new(10.0)
+        },
+    );
+    make_clip(&videos, "f", Clip::new(10.0));
+    std::fs::write(videos.join("notes.txt"), "not a video extension: ignored").unwrap();
+    videos
+}
+
+fn options(videos: &Path, out: &Path, shard: Option<Shard>) -> ExtractOptions {
+    ExtractOptions {
+        videos: videos.to_path_buf(),
+        out: out.to_path_buf(),
+        encoders: "mock".into(),
+        shard,
+        progress: false,
+    }
+}
+
+fn run(videos: &Path, out: &Path, shard: Option<Shard>) -> ExtractReport {
+    extract_dataset(&options(videos, out, shard), &mut || {
+        let (f, a) = vgg_like();
+        Ok((
+            Box::new(f) as Box<dyn FrameEncoder>,
+            Box::new(a) as Box<dyn AudioEncoder>,
+        ))
+    })
+    .unwrap()
+}
+
+/// Every file under `dir` (relative path → bytes).
+fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        assert!(p.is_file(), "unexpected folder {}", p.display());
+        out.insert(
+            p.strip_prefix(dir).unwrap().to_path_buf(),
+            std::fs::read(&p).unwrap(),
+        );
+    }
+    out
+}
+
+fn assert_same_files(a: &Path, b: &Path) {
+    let (fa, fb) = (files(a), files(b));
+    assert_eq!(fa.keys().collect::<Vec<_>>(), fb.keys().collect::<Vec<_>>());
+    for (name, bytes) in &fa {
+        assert!(
+            bytes == &fb[name],
+            "{} differs between {} and {}",
+            name.display(),
+            a.display(),
+            b.display()
+        );
+    }
+}
+
+const CHILD_OUT: &str = "CACE_TEST_EXTRACT_CHILD_OUT";
+const CHILD_VIDEOS: &str = "CACE_TEST_EXTRACT_CHILD_VIDEOS";
+
+/// Not a test on its own: the interrupted extraction that
+/// `interrupted_extraction_resumes_to_identical_files` runs in a child process (this test binary
+/// again), killed by the fault injection. Does nothing when run normally.
+#[test]
+fn child_extraction_process() {
+    let (Some(out), Some(videos)) = (std::env::var_os(CHILD_OUT), std::env::var_os(CHILD_VIDEOS))
+    else {
+        return;
+    };
+    run(Path::new(&videos), Path::new(&out), None);
+    panic!("the fault injection should have killed this process");
+}
+
+#[test]
+fn interrupted_extraction_resumes_to_identical_files() {
+    if !ffmpeg_or_skip("interrupted_extraction_resumes_to_identical_files") {
+        return;
+    }
+    let dir = TempDir::new("resume");
+    let videos = collection(dir.path());
+
+    // Uninterrupted.
+    let whole = dir.join("whole");
+    let report = run(&videos, &whole, None);
+    assert_eq!(
+        (report.videos, report.extracted_now, report.resumed),
+        (6, 6, 0)
+    );
+    assert_eq!(report.rows, 6);
+    assert_eq!(report.failed.len(), 1);
+    assert!(report.failed[0].0.ends_with("c.mp4"));
+    assert!(
+        report.failed[0].1.contains("not a readable video file"),
+        "{:?}",
+        report.failed
+    );
+
+    // Killed (SIGKILL) while writing the fourth video's features (a, b staged, c failed).
+    let resumed = dir.join("resumed");
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_extraction_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_OUT, &resumed)
+        .env(CHILD_VIDEOS, &videos)
+        .env(FAULT_ENV, "2")
+        .status()
+        .unwrap();
+    assert!(!status.success());
+    assert!(!resumed.join("visual_feature.h5").exists());
+    let staged: Vec<String> = std::fs::read_dir(resumed.join(".staging"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let count = |suffix: &str| staged.iter().filter(|n| n.ends_with(suffix)).count();
+    assert_eq!(
+        (count(".feat"), count(".failed"), count(".tmp")),
+        (2, 1, 1),
+        "{staged:?}"
+    );
+
+    // Restarted: the three handled videos are not decoded again, the torn one is redone.
+    let report = run(&videos, &resumed, None);
+    assert_eq!(
+        (report.extracted_now, report.resumed, report.rows),
+        (3, 3, 6)
+    );
+    assert_same_files(&whole, &resumed);
+
+    // Done is done: a rerun loads no encoder and changes nothing.
+    let again = extract_dataset(&options(&videos, &whole, None), &mut || {
+        panic!("a complete directory must not load encoders")
+    })
+    .unwrap();
+    assert!(again.already_complete);
+    assert_eq!((again.rows, again.failed.len()), (6, 1));
+    let other = ExtractOptions {
+        encoders: "other".into(),
+        ..options(&videos, &whole, None)
+    };
+    let e = extract_dataset(&other, &mut || unreachable!())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("already holds a finished extraction"), "{e}");
+
+    // What was written: the AVE layout, one row per window, in list order.
+    let data = AveDir::open(&whole).unwrap();
+    assert_eq!(data.num_rows(), 6);
+    assert_eq!(data.visual_shape(), [10, 7, 7, 512]);
+    assert_eq!(data.audio_dim(), 128);
+    assert!(!data.has_labels());
+    assert_eq!(data.order(Split::Test).unwrap(), (0..6).collect::<Vec<_>>());
+    let index = read_index(&whole).unwrap();
+    type Line = (Option<usize>, usize, String, Option<(usize, usize)>);
+    let rows: Vec<Line> = index
+        .iter()
+        .map(|e| {
+            let name = Path::new(&e.video)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (e.row, e.list_index, name, e.window)
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (Some(0), 0, "a.mkv".into(), Some((0, 10))),
+            (Some(1), 1, "b.mkv".into(), Some((0, 3))),
+            (None, 2, "c.mp4".into(), None),
+            (Some(2), 3, "d.mkv".into(), Some((0, 10))),
+            (Some(3), 3, "d.mkv".into(), Some((10, 3))),
+            (Some(4), 4, "e.mp4".into(), Some((0, 10))),
+            (Some(5), 5, "f.mkv".into(), Some((0, 10))),
+        ]
+    );
+    let tsv = std::fs::read_to_string(whole.join("index.tsv")).unwrap();
+    assert!(tsv.contains("\t3\t7\tok\t\n"), "{tsv}");
+    assert!(tsv.contains("c.mp4\t-\t-\t-\tfailed\t"), "{tsv}");
+
+    // Row 3 holds d's second window exactly as the clip pipeline computes it.
+    let (frames, audio) = vgg_like();
+    let mut windows = Vec::new();
+    encode_clip(&videos.join("d.mkv"), &frames, &audio, &mut |w| {
+        windows.push(w);
+        Ok(())
+    })
+    .unwrap();
+    let (mut v, mut a) = (Vec::new(), Vec::new());
+    data.read_visual(&[3], &mut v).unwrap();
+    data.read_audio(&[3], &mut a).unwrap();
+    assert_eq!(v, windows[1].visual);
+    assert_eq!(a, windows[1].audio);
+
+    // The written folder works with the rest of cace: predict on it as it is, train on it
+    // once labels and a train split are added.
+    let ckpt = random_checkpoint(&dir.join("ckpt"), 512);
+    let out = dir.join("pred.json");
+    let (ok, stdout, stderr) = cace(&[
+        "predict",
+        "--checkpoint",
+        s(&ckpt),
+        "--data",
+        s(&whole),
+        "--out",
+        s(&out),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("6 videos (no labels)"), "{stdout}");
+    let mut ann = String::new();
+    for (cat, start, end) in [
+        ("Church bell", 0, 10),
+        ("Bark", 2, 3),
+        ("Bark", 0, 10),
+        ("Bus", 5, 10),
+        ("Cat", 0, 4),
+        ("Goat", 1, 9),
+    ] {
+        ann.push_str(&format!("{cat}&vid&good&{start}&{end}\n"));
+    }
+    std::fs::write(whole.join("Annotations.txt"), ann).unwrap();
+    write_order(&whole.join("train_order.h5"), &[0, 1, 2, 3]);
+    write_order(&whole.join("val_order.h5"), &[4, 5]);
+    let (ok, _, stderr) = cace(&[
+        "train",
+        "--data",
+        s(&whole),
+        "--out",
+        s(&dir.join("run")),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+    ]);
+    assert!(ok, "cace train on the extracted folder: {stderr}");
+}
+
+#[test]
+fn shards_split_the_list_and_merge_into_the_unsharded_files() {
+    if !ffmpeg_or_skip("shards_split_the_list_and_merge_into_the_unsharded_files") {
+        return;
+    }
+    let dir = TempDir::new("shards");
+    let videos = collection(dir.path());
+    let whole = dir.join("whole");
+    run(&videos, &whole, None);
+
+    let shard_dirs: Vec<PathBuf> = (0..2).map(|i| dir.join(&format!("shard{i}"))).collect();
+    let mut shard_rows = Vec::new();
+    for (i, out) in shard_dirs.iter().enumerate() {
+        let report = run(&videos, out, Some(Shard { index: i, count: 2 }));
+        assert_eq!(report.videos, 3);
+        // Each shard is a complete dataset of its own.
+        let data = AveDir::open(out).unwrap();
+        shard_rows.push(data.num_rows());
+        let positions: Vec<usize> = read_index(out)
+            .unwrap()
+            .iter()
+            .map(|e| e.list_index)
+            .collect();
+        assert!(
+            positions.iter().all(|p| p % 2 == i),
+            "shard {i}: {positions:?}"
+        );
+    }
+    // Shard 0: a, c (fails), e → 2 rows; shard 1: b, d (2 windows), f → 4 rows.
+    assert_eq!(shard_rows, [2, 4]);
+
+    let e = merge_shards(&shard_dirs[..1], &dir.join("m"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("shards 1/2 are missing"), "{e}");
+    let merged = dir.join("merged");
+    let report = merge_shards(&shard_dirs, &merged).unwrap();
+    assert_eq!((report.videos, report.rows, report.failed.len()), (6, 6, 1));
+    assert_same_files(&whole, &merged);
+}
+
+fn cace(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cace"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn write_order(path: &Path, rows: &[i64]) {
+    let f = hdf5::File::create(path).unwrap();
+    f.new_dataset_builder()
+        .with_data(&ndarray::Array1::from(rows.to_vec()))
+        .create("order")
+        .unwrap();
+}
+
+fn config(visual_dim: usize) -> ModelConfig {
+    ModelConfig {
+        visual_dim,
+        ..ModelConfig::default()
+    }
+}
+
+/// A native checkpoint of a randomly initialised CACE-Net.
+fn random_checkpoint(dir: &Path, visual_dim: usize) -> PathBuf {
+    let cfg = config(visual_dim);
+    let model = CaceNet::new(&cfg, &Device::flex());
+    native::write(dir, &checkpoint::state_dict(&model), &cfg).unwrap();
+    dir.to_path_buf()
+}
+
+#[test]
+fn predict_video_gives_per_second_events_json_and_a_timeline() {
+    if !ffmpeg_or_skip("predict_video_gives_per_second_events_json_and_a_timeline") {
+        return;
+    }
+    let dir = TempDir::new("predict");
+    let device = Device::flex();
+    let loaded =
+        checkpoint::load(&random_checkpoint(&dir.join("ckpt"), 512), None, &device).unwrap();
+    let (frames, audio) = vgg_like();
+    let clips = dir.join("clips");
+    std::fs::create_dir_all(&clips).unwrap();
+    let ten = make_clip(&clips, "ten", Clip::new(10.0));
+    let three = make_clip(&clips, "three", Clip::new(3.0));
+    let long = make_clip(&clips, "long", Clip::new(23.0));
+    let predict = |p: &Path| {
+        predict_video(&loaded.model, &loaded.config, p, &frames, &audio, &device).unwrap()
+    };
+
+    let r = predict(&ten);
+    assert_eq!(r.segments.len(), 10);
+    assert_eq!((r.seconds, r.padded_seconds, r.windows.len()), (10, 0, 1));
+    assert_eq!(r.class_logits.len(), 28);
+    assert_eq!(r.class_logits, r.windows[0].class_logits);
+    let best = (0..28).fold(0, |b, i| {
+        if r.class_logits[i] > r.class_logits[b] {
+            i
+        } else {
+            b
+        }
+    });
+    for (t, seg) in r.segments.iter().enumerate() {
+        assert_eq!(seg.t, t);
+        assert!(!seg.padded);
+        let logit = r.windows[0].event_logits[t] as f64;
+        assert!((seg.event_prob as f64 - 1.0 / (1.0 + (-logit).exp())).abs() < 1e-6);
+        // The official rule: the clip's best category where σ(event) > 0.5, else background.
+        assert_eq!(seg.class, if seg.event_prob > 0.5 { best } else { 28 });
+        assert_eq!(seg.label, label_name(seg.class));
+    }
+    assert_eq!(
+        (r.encoders.visual.as_str(), r.encoders.audio.as_str()),
+        ("mock-frames", "mock-audio")
+    );
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["video"], s(&ten));
+    assert_eq!(json["segments"].as_array().unwrap().len(), 10);
+    assert_eq!(json["segments"][0]["t"], 0);
+    assert!(json["segments"][3]["label"].is_string());
+    assert_eq!(json["class_logits"].as_array().unwrap().len(), 28);
+    assert_eq!(json["padded_seconds"], 0);
+    assert!(json["timings_s"]["total"].as_f64().unwrap() > 0.0);
+    let text = table(&r);
+    assert_eq!(text.lines().count(), 12, "{text}");
+    let png = dir.join("ten.png");
+    timeline_figure(&r, &png).unwrap();
+    assert_eq!(png_size(&png), timeline_size(1));
+
+    // The same numbers as extracting a dataset and running `predict --data` on it
+    // (batch of 2 rows vs 1: float summation order may differ, hence 1e-5).
+    let ave = dir.join("ave");
+    let list = dir.join("list.txt");
+    std::fs::write(&list, "clips/ten.mkv\nclips/long.mkv\n").unwrap();
+    extract_dataset(&options(&list, &ave, None), &mut || {
+        let (f, a) = vgg_like();
+        Ok((
+            Box::new(f) as Box<dyn FrameEncoder>,
+            Box::new(a) as Box<dyn AudioEncoder>,
+        ))
+    })
+    .unwrap();
+    let split = predict_split(
+        &loaded.model,
+        &AveDir::open(&ave).unwrap(),
+        Split::Test,
+        64,
+        &device,
+    )
+    .unwrap();
+    assert_eq!(split.videos.len(), 4);
+    let close = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs()))
+    };
+    assert!(close(
+        &r.windows[0].event_logits,
+        &split.videos[0].event_logits
+    ));
+    assert!(close(
+        &r.windows[0].class_logits,
+        &split.videos[0].class_logits
+    ));
+
+    // 3 s: ten segments, the last seven padding, and said so.
+    let r = predict(&three);
+    assert_eq!((r.seconds, r.padded_seconds, r.segments.len()), (3, 7, 10));
+    let padded: Vec<bool> = r.segments.iter().map(|s| s.padded).collect();
+    assert_eq!(
+        padded,
+        [
+            false, false, false, true, true, true, true, true, true, true
+        ]
+    );
+    assert!(table(&r).contains("last 7 s padded"));
+
+    // 23 s: three windows, absolute times 0..30, the class scores averaged over windows.
+    let r = predict(&long);
+    assert_eq!(
+        (r.windows.len(), r.segments.len(), r.padded_seconds),
+        (3, 30, 7)
+    );
+    assert_eq!(
+        r.segments.iter().map(|s| s.t).collect::<Vec<_>>(),
+        (0..30).collect::<Vec<_>>()
+    );
+    assert_eq!(r.segments.iter().filter(|s| s.padded).count(), 7);
+    let mean0 = r.windows.iter().map(|w| w.class_logits[0]).sum::<f32>() / 3.0;
+    assert!((r.class_logits[0] - mean0).abs() < 1e-6);
+    for w in 0..3 {
+        assert!(
+            close(
+                &r.windows[w].event_logits,
+                &split.videos[1 + w].event_logits
+            ),
+            "window {w}"
+        );
+    }
+    let png = dir.join("long.png");
+    timeline_figure(&r, &png).unwrap();
+    assert_eq!(png_size(&png), timeline_size(3));
+
+    // Encoders that do not fit the checkpoint.
+    let wide =
+        checkpoint::load(&random_checkpoint(&dir.join("wide"), 2048), None, &device).unwrap();
+    let e = predict_video(&wide.model, &wide.config, &ten, &frames, &audio, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("expects 2048-d visual") && e.contains("--encoders"),
+        "{e}"
+    );
+}
+
+fn png_size(path: &Path) -> (u32, u32) {
+    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let info = dec.read_info().unwrap().info().clone();
+    (info.width, info.height)
+}
+
+#[test]
+fn commands_name_the_bad_input() {
+    if !ffmpeg_or_skip("commands_name_the_bad_input") {
+        return;
+    }
+    let dir = TempDir::new("cli");
+    let ckpt = random_checkpoint(&dir.join("ckpt"), 512);
+    let weights = dir.join("weights");
+    std::fs::create_dir_all(&weights).unwrap();
+    std::fs::write(weights.join("vgg19.pth"), b"placeholder").unwrap();
+    let silent = make_clip(
+        dir.path(),
+        "silent",
+        Clip {
+            sound: Sound::None,
+            ..Clip::new(4.0)
+        },
+    );
+    let garbage = make_garbage(dir.path(), "garbage.mp4");
+    let good = make_clip(dir.path(), "good", Clip::new(3.0));
+
+    let predict = |video: &Path| {
+        cace(&[
+            "predict",
+            "--video",
+            s(video),
+            "--checkpoint",
+            s(&ckpt),
+            "--weights",
+            s(&weights),
+        ])
+    };
+    for (video, needles) in [
+        (&silent, &["silent.mkv", "has no audio track"][..]),
+        (&garbage, &["garbage.mp4", "not a readable video file"]),
+        (&dir.join("nope.mp4"), &["nope.mp4: no such file"]),
+        // The clip is fine; the weights folder lacks vggish.pth.
+        (&good, &["vggish.pth: missing", "vggish-10086976.pth"]),
+    ] {
+        let (ok, _, stderr) = predict(video);
+        assert!(!ok);
+        for n in needles {
+            assert!(
+                stderr.contains(n),
+                "predict --video {}: `{n}` not in {stderr}",
+                video.display()
+            );
+        }
+    }
+    let (ok, _, stderr) = cace(&[
+        "predict",
+        "--video",
+        s(&good),
+        "--checkpoint",
+        s(&ckpt),
+        "--weights",
+        s(&weights),
+        "--encoders",
+        "resnet-cnn14",
+    ]);
+    assert!(!ok && stderr.contains("expects 512-d visual"), "{stderr}");
+
+    let videos = dir.join("videos");
+    std::fs::create_dir_all(&videos).unwrap();
+    std::fs::copy(&good, videos.join("good.mkv")).unwrap();
+    let (ok, _, stderr) = cace(&[
+        "extract",
+        "--videos",
+        s(&videos),
+        "--out",
+        s(&dir.join("o")),
+        "--weights",
+        s(&dir.join("empty")),
+    ]);
+    assert!(!ok && stderr.contains("empty: not found"), "{stderr}");
+    let (ok, _, stderr) = cace(&[
+        "extract",
+        "--videos",
+        s(&dir.join("none")),
+        "--out",
+        s(&dir.join("o")),
+        "--weights",
+        s(&weights),
+        "--encoders",
+        "vgg",
+    ]);
+    assert!(!ok && stderr.contains("vggish.pth: missing"), "{stderr}");
+    let (ok, _, stderr) = cace(&["extract", "--merge", s(&videos), "--out", s(&dir.join("m"))]);
+    assert!(
+        !ok && stderr.contains("not a complete cace extract directory"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = cace(&[
+        "extract",
+        "--videos",
+        s(&videos),
+        "--out",
+        s(&dir.join("o")),
+        "--weights",
+        s(&weights),
+        "--shard",
+        "2/2",
+    ]);
+    assert!(!ok && stderr.contains("expected i/n"), "{stderr}");
+}
+
+/// `cace predict --video` end to end with the real encoders. Their weight files are large and
+/// not in the repository: run with `CACE_ENCODER_WEIGHTS=<folder with vgg19.pth and vggish.pth>
+/// cargo test --release --test extract -- --ignored`.
+#[test]
+#[ignore = "needs the real encoders' weight files: set CACE_ENCODER_WEIGHTS and pass --ignored"]
+fn predict_video_command_with_real_encoders() {
+    let weights = PathBuf::from(
+        std::env::var_os("CACE_ENCODER_WEIGHTS")
+            .expect("CACE_ENCODER_WEIGHTS: a folder with vgg19.pth and vggish.pth"),
+    );
+    if !ffmpeg_or_skip("predict_video_command_with_real_encoders") {
+        return;
+    }
+    let dir = TempDir::new("e2e");
+    let ckpt = random_checkpoint(&dir.join("ckpt"), 512);
+    let clips = dir.join("clips");
+    std::fs::create_dir_all(&clips).unwrap();
+    let ten = make_clip(&clips, "ten", Clip::new(10.0));
+    make_clip(&clips, "three", Clip::new(3.0));
+    let (json, png) = (dir.join("r.json"), dir.join("r.png"));
+    let (ok, stdout, stderr) = cace(&[
+        "predict",
+        "--video",
+        s(&ten),
+        "--checkpoint",
+        s(&ckpt),
+        "--weights",
+        s(&weights),
+        "--out",
+        s(&json),
+        "--figure",
+        s(&png),
+    ]);
+    assert!(ok, "{stderr}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(r["segments"].as_array().unwrap().len(), 10);
+    assert_eq!(r["class_logits"].as_array().unwrap().len(), 28);
+    assert_eq!(
+        (
+            r["encoders"]["visual"].as_str(),
+            r["encoders"]["audio"].as_str()
+        ),
+        (Some("vgg19"), Some("vggish"))
+    );
+    for seg in r["segments"].as_array().unwrap() {
+        assert!(stdout.contains(seg["label"].as_str().unwrap()), "{stdout}");
+    }
+    assert_eq!(png_size(&png), timeline_size(1));
+
+    // A folder: one entry per video, the 3 s one padded.
+    let figs = dir.join("figs");
+    let (ok, stdout, stderr) = cace(&[
+        "predict",
+        "--video",
+        s(&clips),
+        "--checkpoint",
+        s(&ckpt),
+        "--weights",
+        s(&weights),
+        "--out",
+        s(&json),
+        "--figure",
+        s(&figs),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("last 7 s padded"), "{stdout}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let videos = r["videos"].as_array().unwrap();
+    assert_eq!(videos.len(), 2);
+    assert_eq!(videos[1]["padded_seconds"], 7);
+    assert!(figs.join("ten.png").exists() && figs.join("three.png").exists());
+}
