@@ -81,6 +81,9 @@ pub struct WindowFeatures {
     pub visual: Vec<f32>,
     /// `[10, audio dim]` row-major.
     pub audio: Vec<f32>,
+    /// The middle frame (the 9th of 16) of each content second, for figures that overlay the
+    /// model's spatial attention on the picture; empty for padded seconds.
+    pub key_frames: Vec<RgbFrame>,
 }
 
 /// Wall-clock seconds spent per stage.
@@ -153,6 +156,7 @@ pub fn encode_clip(
     for w in 0..plan.windows {
         let content = plan.content_seconds(w);
         let mut visual = Vec::with_capacity(WINDOW * visual_len);
+        let mut key_frames = Vec::with_capacity(content);
         for s in 0..WINDOW {
             let second = w * WINDOW + s;
             let feature = if s < content {
@@ -169,6 +173,9 @@ pub fn encode_clip(
                     )
                 })?;
                 timings.visual += t.elapsed().as_secs_f64();
+                if let Some(mid) = sampled.get(sampled.len() / 2) {
+                    key_frames.push(mid.clone());
+                }
                 last_frame = sampled.into_iter().last();
                 f
             } else {
@@ -229,6 +236,7 @@ pub fn encode_clip(
             content_seconds: content,
             visual,
             audio: emb,
+            key_frames,
         })?;
     }
     Ok(ClipSummary {

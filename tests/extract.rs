@@ -18,10 +18,10 @@ use cace_net::extract::dataset::{
     ExtractOptions, ExtractReport, FAULT_ENV, Shard, extract_dataset, merge_shards, read_index,
 };
 use cace_net::extract::encode_clip;
-use cace_net::extract::predict::{predict_video, table, timeline_figure};
+use cace_net::extract::predict::{predict_video, predict_video_with, table, timeline_figure};
 use cace_net::inference::{label_name, predict_split};
 use cace_net::model::CaceNet;
-use cace_net::plot::timeline_size;
+use cace_net::plot::{ATTENTION_SIZE, timeline_size};
 use video_common::*;
 
 /// Six files, sorted: five clips (10 s, 3 s, 13 s, 10 s at 30 fps in MP4/AAC, 10 s) and, third,
@@ -417,6 +417,25 @@ fn predict_video_gives_per_second_events_json_and_a_timeline() {
     let png = dir.join("ten.png");
     timeline_figure(&r, &png).unwrap();
     assert_eq!(png_size(&png), timeline_size(1));
+
+    // Figure 5 over the frames: one attention overlay per second of content, and the same
+    // predictions as without it.
+    let att = dir.join("attention");
+    let with = predict_video_with(
+        &loaded.model,
+        &loaded.config,
+        &three,
+        &frames,
+        &audio,
+        &device,
+        Some(&att),
+    )
+    .unwrap();
+    for t in 0..3 {
+        assert_eq!(png_size(&att.join(format!("three_t{t}.png"))), ATTENTION_SIZE);
+    }
+    assert!(!att.join("three_t3.png").exists(), "padded seconds get no overlay");
+    assert_eq!(with.windows[0].event_logits, predict(&three).windows[0].event_logits);
 
     // The same numbers as extracting a dataset and running `predict --data` on it
     // (batch of 2 rows vs 1: float summation order may differ, hence 1e-5).

@@ -7,7 +7,7 @@ use cace_net::device::parse_device;
 use cace_net::encoders::decode::{self, open_clip};
 use cace_net::encoders::registry::{EncoderKind, check_weights, load_encoders};
 use cace_net::extract::dataset::list_videos;
-use cace_net::extract::predict::{VideoResult, predict_video, table, timeline_figure};
+use cace_net::extract::predict::{VideoResult, predict_video_with, table, timeline_figure};
 use cace_net::inference::predict_split;
 
 #[derive(clap::Args)]
@@ -36,6 +36,10 @@ pub struct Args {
     /// Timeline PNG for `--video` (with a folder of videos: a folder, one `<name>.png` each).
     #[arg(long, requires = "video")]
     figure: Option<PathBuf>,
+    /// Folder for AVCA's audio-guided spatial attention over each second's middle frame
+    /// (paper Figure 5), one `<video>_t<second>.png` per second, for `--video`.
+    #[arg(long, requires = "video")]
+    attention: Option<PathBuf>,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// `cpu` or `cuda[:N]`.
@@ -128,13 +132,14 @@ fn run_video(a: Args, video: &Path) -> Result<()> {
     let mut results: Vec<VideoResult> = Vec::new();
     let mut figures = Vec::new();
     for v in &usable {
-        let r = match predict_video(
+        let r = match predict_video_with(
             &loaded.model,
             &loaded.config,
             v,
             frames.as_ref(),
             audio.as_ref(),
             &device,
+            a.attention.as_deref(),
         ) {
             Ok(r) => r,
             Err(e) if folder => {
@@ -145,6 +150,9 @@ fn run_video(a: Args, video: &Path) -> Result<()> {
             Err(e) => return Err(e),
         };
         println!("{}", table(&r));
+        if let Some(dir) = &a.attention {
+            println!("attention maps → {}", dir.display());
+        }
         if let Some(fig) = &a.figure {
             let path = if folder {
                 figure_path(fig, v, &mut figures)

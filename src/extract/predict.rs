@@ -5,17 +5,17 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::Serialize;
 
 use super::{ClipPlan, Timings, WINDOW, encode_clip};
 use crate::config::ModelConfig;
 use crate::data::annotations::{BACKGROUND, CATEGORIES};
-use crate::encoders::{AudioEncoder, FrameEncoder};
+use crate::encoders::{AudioEncoder, FrameEncoder, RgbFrame};
 use crate::inference::label_name;
 use crate::metric::predict;
-use crate::model::{CaceNet, ForwardOptions};
+use crate::model::{CaceNet, ForwardOptions, Trace};
 use crate::plot::{TimelineRow, timeline};
 use crate::{T, to_vec};
 
@@ -116,6 +116,21 @@ pub fn predict_video(
     audio: &dyn AudioEncoder,
     device: &Device,
 ) -> Result<VideoResult> {
+    predict_video_with(model, config, path, frames, audio, device, None)
+}
+
+/// [`predict_video`], and with `attention = Some(dir)` one PNG per second of content in `dir`:
+/// AVCA's audio-guided spatial attention over the 7×7 grid laid over that second's middle frame
+/// (the paper's Figure 5), named `<video stem>_t<second>.png`.
+pub fn predict_video_with(
+    model: &CaceNet,
+    config: &ModelConfig,
+    path: &Path,
+    frames: &dyn FrameEncoder,
+    audio: &dyn AudioEncoder,
+    device: &Device,
+    attention: Option<&Path>,
+) -> Result<VideoResult> {
     check_model_inputs(config, frames, audio)?;
     let start = Instant::now();
     let shape = frames.output_shape();
@@ -128,14 +143,23 @@ pub fn predict_video(
             device,
         );
         let sound = Tensor::<3>::from_data(TensorData::new(w.audio, [1, T, audio.dim()]), device);
-        let out = model.forward(
+        let mut trace = if attention.is_some() {
+            Trace::on()
+        } else {
+            Trace::off()
+        };
+        let out = model.forward_traced(
             visual,
             sound,
             ForwardOptions {
                 bece_on: true,
                 noise: None,
             },
+            &mut trace,
         );
+        if let Some(dir) = attention {
+            attention_figures(dir, path, &w.key_frames, w.start, &trace)?;
+        }
         windows.push(WindowResult {
             start: w.start,
             content_seconds: w.content_seconds,
@@ -153,6 +177,36 @@ pub fn predict_video(
         model_s,
         start.elapsed().as_secs_f64(),
     ))
+}
+
+/// Writes the audio-guided spatial attention of each content second over its middle frame.
+fn attention_figures(
+    dir: &Path,
+    video: &Path,
+    key_frames: &[RgbFrame],
+    start: usize,
+    trace: &Trace,
+) -> Result<()> {
+    let Some(w) = trace.get("spatial_channel_att:spatial_attention") else {
+        bail!("this model has no audio-guided spatial attention (guide without AVCA's visual branch)");
+    };
+    let w = w.clone().convert::<f32>().try_to_vec::<f32>().expect("f32 weights");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let stem = video
+        .file_stem()
+        .map_or("video".into(), |s| s.to_string_lossy().into_owned());
+    for (s, frame) in key_frames.iter().enumerate() {
+        let grid: [f32; 49] = std::array::from_fn(|i| w[s * 49 + i]);
+        let t = start + s;
+        let png = dir.join(format!("{stem}_t{t}.png"));
+        crate::plot::attention_grid(
+            &png,
+            &format!("{stem}: audio-guided attention, second {t}"),
+            &grid,
+            Some((frame.width as u32, frame.height as u32, &frame.data)),
+        )?;
+    }
+    Ok(())
 }
 
 fn assemble(
