@@ -252,3 +252,39 @@ fn profile_reports_the_official_parameter_counts() {
     assert!((1.6..1.9).contains(&g), "{g}");
     assert!(rows[0]["gflops_per_video"].as_f64().unwrap() < 0.5);
 }
+
+/// The SNN's batch-norm running statistics are trained state: updated by training forwards,
+/// saved in the state dict and restored on load (an evaluation with the defaults 0 / 1 would
+/// give other outputs).
+#[test]
+fn snn_running_statistics_round_trip_through_the_state_dict() {
+    let config = ModelConfig {
+        temporal: TemporalKind::Snn,
+        ..ModelConfig::default()
+    };
+    let dir = tiny_set("snn-state");
+    let train_device = Device::flex().autodiff();
+    train_device.seed(3);
+    let model = CaceNet::new(&config, &train_device);
+    let (v, a, _) = batch(&dir, &train_device);
+    for _ in 0..2 {
+        let _ = model.forward(v.clone(), a.clone(), ForwardOptions { bece_on: true, noise: None });
+    }
+    let trained = burn::module::Module::valid(&model);
+    let sd = cace_net::checkpoint::state_dict(&trained);
+    let mean = sd
+        .get("audio_visual_rnn_layer.audio_snn.fc.2.running_mean")
+        .expect("running mean saved");
+    assert!(mean.data.iter().any(|x| x.abs() > 1e-3), "running mean never updated");
+    let device = Device::flex();
+    let mut fresh = CaceNet::new(&config, &device);
+    let eval = |m: &CaceNet| {
+        let (v, a, _) = batch(&dir, &device);
+        cace_net::to_vec(m.forward(v, a, ForwardOptions { bece_on: true, noise: None }).is_event)
+    };
+    let before = eval(&fresh);
+    cace_net::checkpoint::load_state_dict(&mut fresh, sd, &device, Path::new("memory")).unwrap();
+    assert_eq!(eval(&fresh), eval(&trained));
+    assert_ne!(before, eval(&trained));
+    let _ = std::fs::remove_dir_all(&dir);
+}
