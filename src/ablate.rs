@@ -53,32 +53,57 @@ pub fn rows(table: &str) -> Result<Vec<Row>> {
                 no_bece(c);
                 c.model.guide = Guide::None;
             }),
-            r("audio-guide", "w/ AVCA-Visual-only (code: Audio-Guide, ψ = 0)", 78.83, |c| {
-                no_bece(c);
-                c.model.guide = Guide::AudioGuide;
-            }),
-            r("visual-guide", "w/ AVCA-Audio-only (code: Visual-Guide)", 77.23, |c| {
-                no_bece(c);
-                c.model.guide = Guide::VisualGuide;
-            }),
+            r(
+                "audio-guide",
+                "w/ AVCA-Visual-only (code: Audio-Guide, ψ = 0)",
+                78.83,
+                |c| {
+                    no_bece(c);
+                    c.model.guide = Guide::AudioGuide;
+                },
+            ),
+            r(
+                "visual-guide",
+                "w/ AVCA-Audio-only (code: Visual-Guide)",
+                77.23,
+                |c| {
+                    no_bece(c);
+                    c.model.guide = Guide::VisualGuide;
+                },
+            ),
             r("co-guide", "w/ AVCA", 80.30, no_bece),
         ],
         "2" => vec![
             r("no-bece", "w/o BECE", 80.30, no_bece),
-            r("lambda-0.2", "w/ BECE λ = 0.2", 80.25, |c| c.model.lambda = 0.2),
-            r("lambda-0.4", "w/ BECE λ = 0.4", 80.65, |c| c.model.lambda = 0.4),
-            r("lambda-0.6", "w/ BECE λ = 0.6", 80.80, |c| c.model.lambda = 0.6),
-            r("lambda-0.8", "w/ BECE λ = 0.8", 80.10, |c| c.model.lambda = 0.8),
-            r("lambda-0.6-star", "w/ BECE λ = 0.6 * (enhanced feature for the category too)", 80.65, |c| {
-                c.model.enhanced_for_category = true;
+            r("lambda-0.2", "w/ BECE λ = 0.2", 80.25, |c| {
+                c.model.lambda = 0.2
             }),
+            r("lambda-0.4", "w/ BECE λ = 0.4", 80.65, |c| {
+                c.model.lambda = 0.4
+            }),
+            r("lambda-0.6", "w/ BECE λ = 0.6", 80.80, |c| {
+                c.model.lambda = 0.6
+            }),
+            r("lambda-0.8", "w/ BECE λ = 0.8", 80.10, |c| {
+                c.model.lambda = 0.8
+            }),
+            r(
+                "lambda-0.6-star",
+                "w/ BECE λ = 0.6 * (enhanced feature for the category too)",
+                80.65,
+                |c| {
+                    c.model.enhanced_for_category = true;
+                },
+            ),
         ],
         "4" => vec![
             r("baseline", "− AVCA, − BECE (Audio-Guide)", 78.83, |c| {
                 no_bece(c);
                 c.model.guide = Guide::AudioGuide;
             }),
-            r("bece", "− AVCA, + BECE", 78.93, |c| c.model.guide = Guide::AudioGuide),
+            r("bece", "− AVCA, + BECE", 78.93, |c| {
+                c.model.guide = Guide::AudioGuide
+            }),
             r("avca", "+ AVCA, − BECE", 80.30, no_bece),
             r("avca-bece", "+ AVCA, + BECE", 80.80, |_| {}),
             Row {
@@ -95,7 +120,9 @@ pub fn rows(table: &str) -> Result<Vec<Row>> {
             r("lstm", "w/ unidirectional LSTM", 77.04, |c| {
                 c.model.temporal = TemporalKind::Lstm;
             }),
-            r("snn", "w/ SNN", 77.11, |c| c.model.temporal = TemporalKind::Snn),
+            r("snn", "w/ SNN", 77.11, |c| {
+                c.model.temporal = TemporalKind::Snn
+            }),
             r("bilstm", "w/ bidirectional LSTM", 80.80, |_| {}),
         ],
         "S2" => vec![
@@ -120,16 +147,31 @@ pub fn rows(table: &str) -> Result<Vec<Row>> {
             r("mixup", "(a) Feature mixup", 78.36, |c| {
                 c.model.augmentation = Augmentation::Mixup;
             }),
-            r("noise-1.0", "(a) Random noise σ = 1.0", 79.50, |c| c.model.noise_std = 1.0),
+            r("noise-1.0", "(a) Random noise σ = 1.0", 79.50, |c| {
+                c.model.noise_std = 1.0
+            }),
             r("noise-0.1", "(a) Random noise σ = 0.1", 80.80, |_| {}),
-            r("noise-0.05", "(a) Random noise σ = 0.05", 80.72, |c| c.model.noise_std = 0.05),
-            r("weight-0", "(b) BECE loss weight λ1 = 0.0", 80.30, |c| c.contrastive_weight = 0.0),
-            r("weight-0.5", "(b) BECE loss weight λ1 = 0.5", 80.42, |c| c.contrastive_weight = 0.5),
+            r("noise-0.05", "(a) Random noise σ = 0.05", 80.72, |c| {
+                c.model.noise_std = 0.05
+            }),
+            r("weight-0", "(b) BECE loss weight λ1 = 0.0", 80.30, |c| {
+                c.contrastive_weight = 0.0
+            }),
+            r("weight-0.5", "(b) BECE loss weight λ1 = 0.5", 80.42, |c| {
+                c.contrastive_weight = 0.5
+            }),
             r("weight-1", "(b) BECE loss weight λ1 = 1.0", 80.80, |_| {}),
-            r("weight-3", "(b) BECE loss weight λ1 = 3.0", 80.87, |c| c.contrastive_weight = 3.0),
-            r("weight-5", "(b) BECE loss weight λ1 = 5.0", 80.30, |c| c.contrastive_weight = 5.0),
+            r("weight-3", "(b) BECE loss weight λ1 = 3.0", 80.87, |c| {
+                c.contrastive_weight = 3.0
+            }),
+            r("weight-5", "(b) BECE loss weight λ1 = 5.0", 80.30, |c| {
+                c.contrastive_weight = 5.0
+            }),
         ],
-        other => bail!("unknown table `{other}`: choose one of {}", TABLES.join(", ")),
+        other => bail!(
+            "unknown table `{other}`: choose one of {}",
+            TABLES.join(", ")
+        ),
     })
 }
 
@@ -347,7 +389,11 @@ mod tests {
         }
         assert!(rows("S3").is_err());
         // Table S1's SNN row really selects the spiking encoder.
-        let snn = rows("s1").unwrap().into_iter().find(|r| r.slug == "snn").unwrap();
+        let snn = rows("s1")
+            .unwrap()
+            .into_iter()
+            .find(|r| r.slug == "snn")
+            .unwrap();
         let mut c = TrainConfig::default();
         (snn.apply.unwrap())(&mut c);
         assert_eq!(c.model.temporal, TemporalKind::Snn);

@@ -184,7 +184,10 @@ impl ModelConfig {
             ));
         }
         if !(0.0..=1.0).contains(&self.mixup_weight) {
-            return Err(format!("mixup_weight must be in [0, 1], got {}", self.mixup_weight));
+            return Err(format!(
+                "mixup_weight must be in [0, 1], got {}",
+                self.mixup_weight
+            ));
         }
         if !(self.noise_std >= 0.0) {
             return Err(format!("noise_std must be >= 0, got {}", self.noise_std));

@@ -61,7 +61,8 @@ pub fn macs_per_video(c: &ModelConfig) -> Vec<Component> {
                 + t * CELLS * v * hid /* affine_video_3 */
                 + t * CELLS * hid /* ave_v_att */
                 + t * CELLS * v /* pooling */;
-            let channel = t * a * v + t * CELLS * v * v /* affine_video_1 */ + t * v * hid + t * hid * v;
+            let channel =
+                t * a * v + t * CELLS * v * v /* affine_video_1 */ + t * v * hid + t * hid * v;
             let spatial = t * a * hid + t * CELLS * v * hid + t * CELLS * hid + t * CELLS * v;
             2 * branch + self_calibration + channel + spatial + audio_guided_by_vision
         }
@@ -155,15 +156,22 @@ mod tests {
             .map(|(_, _, s)| (10 * 49 * s[0] * s[1]) as u64)
             .sum();
         assert_eq!(
-            list.entries.iter().filter(|(k, _, _)| per_cell.contains(&k.as_str())).count(),
+            list.entries
+                .iter()
+                .filter(|(k, _, _)| per_cell.contains(&k.as_str()))
+                .count(),
             per_cell.len()
         );
         let m = macs_per_video(&config);
         let counted = m[0].macs + m[1].macs;
         // The AVCA count also holds attention products, poolings and per-segment layers.
         let extra = 2 * 10 * 49 * 49 * (128 + 512) + 2 * 10 * 49 * 512; // scores, sums, poolings
-        let per_segment = 10 * 512 * 256 + 10 * 128 * 512 + 10 * 512 * 256 + 10 * 256 * 512
-            + 10 * 128 * 256 + (3 * 10 * 128 * 128 + 4 * 10 * 10 * 128 + 10 * 512 * 128 + 2 * 10 * 128 * 128);
+        let per_segment = 10 * 512 * 256
+            + 10 * 128 * 512
+            + 10 * 512 * 256
+            + 10 * 256 * 512
+            + 10 * 128 * 256
+            + (3 * 10 * 128 * 128 + 4 * 10 * 10 * 128 + 10 * 512 * 128 + 2 * 10 * 128 * 128);
         assert_eq!(counted, from_shapes + extra + per_segment);
         // ≈ 0.85 GMACs per video for the default model (issue 4: ~1.6 GFLOP per forward).
         let total: u64 = m.iter().map(|c| c.macs).sum();

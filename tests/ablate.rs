@@ -22,7 +22,9 @@ fn ablate_table_s1_writes_markdown_and_json_and_resumes() {
     let out = dir.join("s1");
     let run = || {
         let o = Command::new(env!("CARGO_BIN_EXE_cace"))
-            .args(["ablate", "--table", "S1", "--seeds", "2", "--epochs", "3", "--data"])
+            .args([
+                "ablate", "--table", "S1", "--seeds", "2", "--epochs", "3", "--data",
+            ])
             .arg(&data)
             .arg("--out")
             .arg(&out)
@@ -42,14 +44,21 @@ fn ablate_table_s1_writes_markdown_and_json_and_resumes() {
     ] {
         assert!(md.contains(label), "{label} missing from\n{md}");
     }
-    assert!(md.contains("| 77.11 |"), "paper figure of the SNN row\n{md}");
-    let table: Value = serde_json::from_slice(&std::fs::read(out.join("table.json")).unwrap()).unwrap();
+    assert!(
+        md.contains("| 77.11 |"),
+        "paper figure of the SNN row\n{md}"
+    );
+    let table: Value =
+        serde_json::from_slice(&std::fs::read(out.join("table.json")).unwrap()).unwrap();
     let rows = table["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 4);
     for row in rows {
         let reports = row["reports"].as_array().unwrap();
         assert_eq!(reports.len(), 2, "{}", row["row"]);
-        let seeds: Vec<u64> = reports.iter().map(|r| r["seed"].as_u64().unwrap()).collect();
+        let seeds: Vec<u64> = reports
+            .iter()
+            .map(|r| r["seed"].as_u64().unwrap())
+            .collect();
         assert_eq!(seeds, vec![1, 2]);
         // mean of the two honest numbers is what the table reports
         let xs: Vec<f64> = reports
@@ -66,7 +75,8 @@ fn ablate_table_s1_writes_markdown_and_json_and_resumes() {
     // A second call finds every run finished and rebuilds the same rows.
     let before = table["rows"].clone();
     run();
-    let again: Value = serde_json::from_slice(&std::fs::read(out.join("table.json")).unwrap()).unwrap();
+    let again: Value =
+        serde_json::from_slice(&std::fs::read(out.join("table.json")).unwrap()).unwrap();
     assert_eq!(again["rows"], before);
     let _ = std::fs::remove_dir_all(&dir);
 }

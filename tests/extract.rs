@@ -432,10 +432,19 @@ fn predict_video_gives_per_second_events_json_and_a_timeline() {
     )
     .unwrap();
     for t in 0..3 {
-        assert_eq!(png_size(&att.join(format!("three_t{t}.png"))), ATTENTION_SIZE);
+        assert_eq!(
+            png_size(&att.join(format!("three_t{t}.png"))),
+            ATTENTION_SIZE
+        );
     }
-    assert!(!att.join("three_t3.png").exists(), "padded seconds get no overlay");
-    assert_eq!(with.windows[0].event_logits, predict(&three).windows[0].event_logits);
+    assert!(
+        !att.join("three_t3.png").exists(),
+        "padded seconds get no overlay"
+    );
+    assert_eq!(
+        with.windows[0].event_logits,
+        predict(&three).windows[0].event_logits
+    );
 
     // The same numbers as extracting a dataset and running `predict --data` on it
     // (batch of 2 rows vs 1: float summation order may differ, hence 1e-5).

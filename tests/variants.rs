@@ -37,7 +37,10 @@ fn variants() -> Vec<(&'static str, ModelConfig)> {
             "bece-mask",
             with(&|c| c.augmentation = Augmentation::ChannelMask),
         ),
-        ("bece-mixup", with(&|c| c.augmentation = Augmentation::Mixup)),
+        (
+            "bece-mixup",
+            with(&|c| c.augmentation = Augmentation::Mixup),
+        ),
         ("bece-star", with(&|c| c.enhanced_for_category = true)),
     ]
 }
@@ -55,7 +58,12 @@ fn tiny_set(name: &str) -> PathBuf {
 
 fn batch(dir: &Path, device: &Device) -> (Tensor<5>, Tensor<3>, Targets) {
     let data = AveDir::open(dir).unwrap();
-    let rows: Vec<usize> = data.order(Split::Train).unwrap().into_iter().take(8).collect();
+    let rows: Vec<usize> = data
+        .order(Split::Train)
+        .unwrap()
+        .into_iter()
+        .take(8)
+        .collect();
     let (mut v, mut a, mut l) = (vec![], vec![], vec![]);
     data.read_visual(&rows, &mut v).unwrap();
     data.read_audio(&rows, &mut a).unwrap();
@@ -101,13 +109,23 @@ fn every_variant_trains_and_evaluates() {
             adam.step(&mut model, &grads, 7e-4);
         }
         let (first, last) = (losses[0], *losses.last().unwrap());
-        assert!(last < 0.9 * first, "{name}: loss {first} → {last} ({losses:?})");
+        assert!(
+            last < 0.9 * first,
+            "{name}: loss {first} → {last} ({losses:?})"
+        );
 
         // Evaluation mode (no autodiff): shapes and finite outputs.
         let eval = burn::module::Module::valid(&model);
         let dev = Device::flex();
         let (v, a, _) = batch(&dir, &dev);
-        let out = eval.forward(v, a, ForwardOptions { bece_on: true, noise: None });
+        let out = eval.forward(
+            v,
+            a,
+            ForwardOptions {
+                bece_on: true,
+                noise: None,
+            },
+        );
         let p = cace_net::to_vec(out.is_event);
         assert_eq!(p.len(), 80, "{name}");
         assert!(p.iter().all(|x| x.is_finite()), "{name}");
@@ -189,7 +207,10 @@ fn every_variant_runs_through_the_cli() {
             "{name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("accuracy: "), "{name}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("accuracy: "),
+            "{name}"
+        );
     }
 
     // Figures 4 and 5 from the default model's checkpoint.
@@ -203,7 +224,11 @@ fn every_variant_runs_through_the_cli() {
         .arg(&figs)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (w, h) = cace_net::plot::timeline_size(2);
     for v in [0, 1] {
         let png = std::fs::read(figs.join(format!("timeline_test_{v}.png"))).unwrap();
@@ -212,11 +237,20 @@ fn every_variant_runs_through_the_cli() {
             u32::from_be_bytes(png[16..20].try_into().unwrap()),
             u32::from_be_bytes(png[20..24].try_into().unwrap()),
         );
-        assert_eq!(dims, (w, h), "timeline with prediction and ground-truth rows");
+        assert_eq!(
+            dims,
+            (w, h),
+            "timeline with prediction and ground-truth rows"
+        );
         for kind in ["audio-guided", "self-calibration"] {
             for t in [0, 9] {
                 let f = figs.join(format!("attention_{kind}_test_{v}_t{t}.png"));
-                assert!(std::fs::metadata(&f).map(|m| m.len() > 1000).unwrap_or(false), "{f:?}");
+                assert!(
+                    std::fs::metadata(&f)
+                        .map(|m| m.len() > 1000)
+                        .unwrap_or(false),
+                    "{f:?}"
+                );
             }
         }
     }
@@ -242,7 +276,11 @@ fn profile_reports_the_official_parameter_counts() {
         .args(["profile", "--json", "--batch", "2"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = rows.as_array().unwrap();
     assert_eq!(rows[0]["params_total"], 11_029_719);
@@ -268,19 +306,39 @@ fn snn_running_statistics_round_trip_through_the_state_dict() {
     let model = CaceNet::new(&config, &train_device);
     let (v, a, _) = batch(&dir, &train_device);
     for _ in 0..2 {
-        let _ = model.forward(v.clone(), a.clone(), ForwardOptions { bece_on: true, noise: None });
+        let _ = model.forward(
+            v.clone(),
+            a.clone(),
+            ForwardOptions {
+                bece_on: true,
+                noise: None,
+            },
+        );
     }
     let trained = burn::module::Module::valid(&model);
     let sd = cace_net::checkpoint::state_dict(&trained);
     let mean = sd
         .get("audio_visual_rnn_layer.audio_snn.fc.2.running_mean")
         .expect("running mean saved");
-    assert!(mean.data.iter().any(|x| x.abs() > 1e-3), "running mean never updated");
+    assert!(
+        mean.data.iter().any(|x| x.abs() > 1e-3),
+        "running mean never updated"
+    );
     let device = Device::flex();
     let mut fresh = CaceNet::new(&config, &device);
     let eval = |m: &CaceNet| {
         let (v, a, _) = batch(&dir, &device);
-        cace_net::to_vec(m.forward(v, a, ForwardOptions { bece_on: true, noise: None }).is_event)
+        cace_net::to_vec(
+            m.forward(
+                v,
+                a,
+                ForwardOptions {
+                    bece_on: true,
+                    noise: None,
+                },
+            )
+            .is_event,
+        )
     };
     let before = eval(&fresh);
     cace_net::checkpoint::load_state_dict(&mut fresh, sd, &device, Path::new("memory")).unwrap();

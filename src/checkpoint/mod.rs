@@ -18,9 +18,9 @@ use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::config::{Guide, ModelConfig};
-use crate::model::temporal::TemporalKind;
 use crate::model::CaceNet;
 use crate::model::state::{HasState, Layout, Prefix, StateVisitor, stored_shape};
+use crate::model::temporal::TemporalKind;
 
 /// A tensor as a state dict stores it: PyTorch shape, row-major f32 values.
 #[derive(Debug, Clone)]

@@ -115,7 +115,9 @@ pub fn run(a: Args) -> Result<()> {
             });
         }
         let title = format!("{} video {pos} (row {row})", a.split.as_str());
-        let path = a.out.join(format!("timeline_{}_{pos}.png", a.split.as_str()));
+        let path = a
+            .out
+            .join(format!("timeline_{}_{pos}.png", a.split.as_str()));
         timeline(&path, &title, &rows, &names)?;
         println!("{}", path.display());
 
@@ -124,16 +126,20 @@ pub fn run(a: Args) -> Result<()> {
             ("spatial_channel_att:self_attention", "self-calibration"),
         ] {
             let Some(w) = trace.get(key) else {
-                eprintln!("no {kind} attention in this model (guide {:?})", loaded.config.guide);
+                eprintln!(
+                    "no {kind} attention in this model (guide {:?})",
+                    loaded.config.guide
+                );
                 continue;
             };
             let w = w.clone().convert::<f32>().try_to_vec::<f32>().expect("f32");
             for &t in &segments {
                 let grid: [f32; 49] = std::array::from_fn(|i| w[t * 49 + i]);
                 let label = names[pred[t]];
-                let path = a
-                    .out
-                    .join(format!("attention_{kind}_{}_{pos}_t{t}.png", a.split.as_str()));
+                let path = a.out.join(format!(
+                    "attention_{kind}_{}_{pos}_t{t}.png",
+                    a.split.as_str()
+                ));
                 attention_grid(
                     &path,
                     &format!("{kind} attention, second {t} (predicted: {label})"),

@@ -45,7 +45,11 @@ fn profile(name: &str, config: &ModelConfig, batch: usize) -> Row {
         Distribution::Uniform(0.0, 1.0),
         &device,
     );
-    let a = Tensor::<3>::random([batch, T, config.audio_dim], Distribution::Uniform(0.0, 1.0), &device);
+    let a = Tensor::<3>::random(
+        [batch, T, config.audio_dim],
+        Distribution::Uniform(0.0, 1.0),
+        &device,
+    );
     let run = || {
         let out = model.forward(
             v.clone(),

@@ -669,7 +669,11 @@ impl Prototypes {
         let mut audio = Vec::with_capacity(NUM_CLASSES * da);
         for c in 0..NUM_CLASSES {
             let g = CLASS_GROUPS[c] as usize;
-            visual.extend(mix(&vg[visual_family(c)], &vc[c], (VISUAL_GROUP_W, VISUAL_OWN_W)));
+            visual.extend(mix(
+                &vg[visual_family(c)],
+                &vc[c],
+                (VISUAL_GROUP_W, VISUAL_OWN_W),
+            ));
             audio.extend(mix(&ag[g], &ac[c], (GROUP_W, OWN_W)));
         }
         Prototypes {

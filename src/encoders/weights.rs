@@ -34,7 +34,10 @@ impl Weights {
     /// The values of `key`, which must have exactly `shape`; the error names the file and key.
     pub fn take(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let Some(t) = self.tensors.remove(key) else {
-            bail!("encoder weights {}: missing key `{key}`", self.path.display());
+            bail!(
+                "encoder weights {}: missing key `{key}`",
+                self.path.display()
+            );
         };
         if t.shape != shape {
             bail!(

@@ -188,9 +188,15 @@ fn attention_figures(
     trace: &Trace,
 ) -> Result<()> {
     let Some(w) = trace.get("spatial_channel_att:spatial_attention") else {
-        bail!("this model has no audio-guided spatial attention (guide without AVCA's visual branch)");
+        bail!(
+            "this model has no audio-guided spatial attention (guide without AVCA's visual branch)"
+        );
     };
-    let w = w.clone().convert::<f32>().try_to_vec::<f32>().expect("f32 weights");
+    let w = w
+        .clone()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 weights");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let stem = video
         .file_stem()

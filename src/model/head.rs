@@ -134,8 +134,8 @@ impl LocalizationHead {
             Augmentation::Mixup => {
                 let t = fused.dims()[1];
                 let device = fused.device();
-                let perm = Tensor::<1>::random([t], Distribution::Uniform(0.0, 1.0), &device)
-                    .argsort(0);
+                let perm =
+                    Tensor::<1>::random([t], Distribution::Uniform(0.0, 1.0), &device).argsort(0);
                 let other = fused.clone().select(1, perm);
                 fused.mul_scalar(self.mixup_weight) + other.mul_scalar(1.0 - self.mixup_weight)
             }
@@ -168,7 +168,11 @@ impl LocalizationHead {
         trace.record(&format!("{NAME}.encoder_q@call1"), &k);
 
         // Max over time of F_av (published), or of F_o (Table 2 *).
-        let category_input = if self.enhanced_for_category { f_o } else { fused };
+        let category_input = if self.enhanced_for_category {
+            f_o
+        } else {
+            fused
+        };
         let pooled = category_input.max_dim(1).reshape([b, d]);
         let class_logits = self.event_classifier.forward(pooled);
         trace.record(&format!("{NAME}.event_classifier"), &class_logits);
