@@ -5,7 +5,9 @@
 //! Where the code differs from the paper it is followed here, and marked "code:".
 
 use burn::module::Module;
-use burn::nn::{Dropout, LayerNorm, Linear};
+use burn::nn::{LayerNorm, Linear};
+
+use super::dropout::Dropout;
 use burn::tensor::activation::{relu, sigmoid, softmax};
 use burn::tensor::{Device, Tensor};
 
@@ -133,7 +135,10 @@ impl CoGuidedAttention {
             Guide::VisualGuide => self.forward_visual_guide(visual, audio),
             Guide::None => {
                 let [b, t, h, w, c] = visual.dims();
-                let mean = visual.reshape([b, t, h * w, c]).mean_dim(2).reshape([b, t, c]);
+                let mean = visual
+                    .reshape([b, t, h * w, c])
+                    .mean_dim(2)
+                    .reshape([b, t, c]);
                 (mean, audio)
             }
         }
@@ -145,8 +150,11 @@ impl CoGuidedAttention {
         let [b, t, h, w, c] = visual.dims();
         let x = visual.reshape([b * t, h * w, c]);
         let v_out = x.clone().mean_dim(1).reshape([b, t, c]);
-        let mut p = fused_linear(x.clone(), &[&self.video_query, &self.video_key, &self.video_value])
-            .into_iter();
+        let mut p = fused_linear(
+            x.clone(),
+            &[&self.video_query, &self.video_key, &self.video_value],
+        )
+        .into_iter();
         let mut next = || p.next().expect("three projections");
         let (q, k, v) = (next(), next(), next());
         let g1 = self.spatial_self_attention(&x, q, k, v);

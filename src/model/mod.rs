@@ -2,6 +2,7 @@
 //! REFERENCE §2.3. Tensors are batch-first throughout; shapes are given at every step.
 
 pub mod coguide;
+pub mod dropout;
 pub mod head;
 pub mod nn;
 pub mod relation;
@@ -11,12 +12,13 @@ pub mod temporal;
 pub mod trace;
 
 use burn::module::Module;
-use burn::nn::{Dropout, Linear};
+use burn::nn::Linear;
 use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::{Device, Tensor};
 
 use crate::config::ModelConfig;
 use coguide::CoGuidedAttention;
+use dropout::Dropout;
 use head::LocalizationHead;
 use nn::{dropout, linear};
 use relation::{AudioVideoInteraction, CrossModalRelation, TemporalSelfRelation};

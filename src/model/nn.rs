@@ -5,7 +5,9 @@
 //! which changes nothing numerically (attention and LayerNorm act per batch element).
 
 use burn::module::{Module, Param};
-use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+
+use super::dropout::Dropout;
 use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::{Device, Distribution, Tensor};
 
@@ -23,7 +25,7 @@ pub fn layer_norm(d: usize, device: &Device) -> LayerNorm {
 }
 
 pub fn dropout(p: f64) -> Dropout {
-    DropoutConfig::new(p).init()
+    Dropout::new(p)
 }
 
 fn uniform_param<const D: usize>(

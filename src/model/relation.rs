@@ -4,7 +4,9 @@
 //! All tensors are batch-first `[B, T, 256]`; the official code is sequence-first.
 
 use burn::module::Module;
-use burn::nn::{Dropout, LayerNorm, Linear};
+use burn::nn::{LayerNorm, Linear};
+
+use super::dropout::Dropout;
 use burn::tensor::Device;
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;

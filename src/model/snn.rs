@@ -12,7 +12,9 @@
 //! (BrainCog `QGateGrad`, α = 2): a triangle `2 − 4|u|` on `|u| ≤ 1/α`, zero outside.
 
 use burn::module::{Module, Param, RunningState};
-use burn::nn::{Dropout, Linear};
+use burn::nn::Linear;
+
+use super::dropout::Dropout;
 use burn::tensor::{Device, Tensor};
 
 use super::nn::{dropout, linear};
@@ -69,12 +71,8 @@ impl BatchNorm1d {
         let device = x.device();
         if device.is_autodiff() {
             let n = x.dims()[0] as f64;
-            let r = burn::tensor::module::batch_norm_train(
-                x,
-                self.weight.val(),
-                self.bias.val(),
-                1e-5,
-            );
+            let r =
+                burn::tensor::module::batch_norm_train(x, self.weight.val(), self.bias.val(), 1e-5);
             let m = 0.1;
             let mean = self
                 .running_mean
@@ -148,7 +146,10 @@ impl SpikingEncoder {
             let c = current.clone().narrow(1, ti, 1).reshape([1, b, h]);
             // Step-major copies [15·B, h]; dropout draws a separate mask per copy.
             let copies = c.expand([STEPS, b, h]).reshape([STEPS * b, h]);
-            let i = self.bn.forward(self.drop.forward(copies)).reshape([STEPS, b, h]);
+            let i = self
+                .bn
+                .forward(self.drop.forward(copies))
+                .reshape([STEPS, b, h]);
             let mut sum = Tensor::<2>::zeros([b, h], &m.device());
             for s in 0..STEPS {
                 let is = i.clone().narrow(0, s, 1).reshape([b, h]);
