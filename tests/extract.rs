@@ -431,16 +431,14 @@ fn predict_video_gives_per_second_events_json_and_a_timeline() {
         Some(&att),
     )
     .unwrap();
-    for t in 0..3 {
-        assert_eq!(
-            png_size(&att.join(format!("three_t{t}.png"))),
-            ATTENTION_SIZE
-        );
+    for kind in ["audio-guided", "self-calibration"] {
+        for t in 0..3 {
+            let png = att.join(format!("three_{kind}_t{t}.png"));
+            assert_eq!(png_size(&png), ATTENTION_SIZE);
+        }
+        let padded = att.join(format!("three_{kind}_t3.png"));
+        assert!(!padded.exists(), "padded seconds get no overlay");
     }
-    assert!(
-        !att.join("three_t3.png").exists(),
-        "padded seconds get no overlay"
-    );
     assert_eq!(
         with.windows[0].event_logits,
         predict(&three).windows[0].event_logits

@@ -36,8 +36,8 @@ pub struct Args {
     /// Timeline PNG for `--video` (with a folder of videos: a folder, one `<name>.png` each).
     #[arg(long, requires = "video")]
     figure: Option<PathBuf>,
-    /// Folder for AVCA's audio-guided spatial attention over each second's middle frame
-    /// (paper Figure 5), one `<video>_t<second>.png` per second, for `--video`.
+    /// Folder for AVCA's audio-guided and self-calibration attention over each second's middle
+    /// frame (paper Figure 5), `<video>_<kind>_t<second>.png`, for `--video`.
     #[arg(long, requires = "video")]
     attention: Option<PathBuf>,
     #[arg(long, default_value_t = 64)]

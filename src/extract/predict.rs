@@ -119,9 +119,9 @@ pub fn predict_video(
     predict_video_with(model, config, path, frames, audio, device, None)
 }
 
-/// [`predict_video`], and with `attention = Some(dir)` one PNG per second of content in `dir`:
-/// AVCA's audio-guided spatial attention over the 7×7 grid laid over that second's middle frame
-/// (the paper's Figure 5), named `<video stem>_t<second>.png`.
+/// [`predict_video`], and with `attention = Some(dir)` two PNGs per second of content in `dir`:
+/// AVCA's audio-guided and self-calibration attention over the 7×7 grid laid over that
+/// second's middle frame (the paper's Figure 5), see [`attention_figures`].
 pub fn predict_video_with(
     model: &CaceNet,
     config: &ModelConfig,
@@ -179,7 +179,9 @@ pub fn predict_video_with(
     ))
 }
 
-/// Writes the audio-guided spatial attention of each content second over its middle frame.
+/// Writes AVCA's two spatial attentions over the 7×7 grid (audio-guided, and the
+/// self-calibration attention of the visual map) for each content second, laid over that
+/// second's middle frame: `<video stem>_<kind>_t<second>.png`.
 fn attention_figures(
     dir: &Path,
     video: &Path,
@@ -187,30 +189,34 @@ fn attention_figures(
     start: usize,
     trace: &Trace,
 ) -> Result<()> {
-    let Some(w) = trace.get("spatial_channel_att:spatial_attention") else {
-        bail!(
-            "this model has no audio-guided spatial attention (guide without AVCA's visual branch)"
-        );
-    };
-    let w = w
-        .clone()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .expect("f32 weights");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let stem = video
         .file_stem()
         .map_or("video".into(), |s| s.to_string_lossy().into_owned());
-    for (s, frame) in key_frames.iter().enumerate() {
-        let grid: [f32; 49] = std::array::from_fn(|i| w[s * 49 + i]);
-        let t = start + s;
-        let png = dir.join(format!("{stem}_t{t}.png"));
-        crate::plot::attention_grid(
-            &png,
-            &format!("{stem}: audio-guided attention, second {t}"),
-            &grid,
-            Some((frame.width as u32, frame.height as u32, &frame.data)),
-        )?;
+    for (key, kind) in [
+        ("spatial_channel_att:spatial_attention", "audio-guided"),
+        ("spatial_channel_att:self_attention", "self-calibration"),
+    ] {
+        let Some(w) = trace.get(key) else {
+            bail!(
+                "this model has no {kind} spatial attention (its guide has no audio-guided visual branch)"
+            );
+        };
+        let w = w
+            .clone()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32 weights");
+        for (s, frame) in key_frames.iter().enumerate() {
+            let grid: [f32; 49] = std::array::from_fn(|i| w[s * 49 + i]);
+            let t = start + s;
+            crate::plot::attention_grid(
+                &dir.join(format!("{stem}_{kind}_t{t}.png")),
+                &format!("{stem}: {kind} attention, second {t}"),
+                &grid,
+                Some((frame.width as u32, frame.height as u32, &frame.data)),
+            )?;
+        }
     }
     Ok(())
 }
