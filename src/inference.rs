@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::data::annotations::{BACKGROUND, CATEGORIES};
 use crate::data::ave::{AveDir, Split};
 use crate::data::batch::{Features, Prefetch, Shapes};
-use crate::metric::{Accuracy, predict};
+use crate::metric::{Accuracy, event_prob, predict};
 use crate::model::{CaceNet, ForwardOptions};
 use crate::{T, to_vec};
 
@@ -90,10 +90,7 @@ pub fn predict_split(
             let p = pred[i * T..(i + 1) * T].to_vec();
             videos.push(VideoPrediction {
                 row,
-                event_prob: event_logits
-                    .iter()
-                    .map(|&x| (1.0 / (1.0 + (-(x as f64)).exp())) as f32)
-                    .collect(),
+                event_prob: event_logits.iter().map(|&x| event_prob(x)).collect(),
                 event_logits,
                 class_logits: scores[i * classes..(i + 1) * classes].to_vec(),
                 pred_names: p.iter().map(|&l| label_name(l)).collect(),

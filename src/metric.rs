@@ -3,6 +3,11 @@
 use crate::T;
 use crate::data::annotations::BACKGROUND;
 
+/// σ(logit) in f64, as the official code's `sigmoid` of the event logit, rounded to f32.
+pub fn event_prob(logit: f32) -> f32 {
+    (1.0 / (1.0 + (-(logit as f64)).exp())) as f32
+}
+
 /// Per-segment prediction: the argmax category where σ(is_event) > 0.5, else background (28).
 /// `is_event` is `[B, T]` logits, `event_scores` `[B, C]`.
 pub fn predict(is_event: &[f32], event_scores: &[f32], batch: usize) -> Vec<usize> {

@@ -9,7 +9,8 @@ use cace_net::checkpoint;
 use cace_net::data::annotations::CATEGORIES;
 use cace_net::data::ave::{AveDir, Split};
 use cace_net::device::parse_device;
-use cace_net::metric::predict;
+use cace_net::loss::Targets;
+use cace_net::metric::{event_prob, predict};
 use cace_net::model::{ForwardOptions, Trace};
 use cace_net::plot::{TimelineRow, attention_grid, timeline};
 use cace_net::{T, to_vec};
@@ -88,7 +89,7 @@ pub fn run(a: Args) -> Result<()> {
         );
         let is_event = to_vec(out.is_event);
         let pred = predict(&is_event, &to_vec(out.event_scores), 1);
-        let probs: [f32; T] = std::array::from_fn(|t| 1.0 / (1.0 + (-is_event[t]).exp()));
+        let probs: [f32; T] = std::array::from_fn(|t| event_prob(is_event[t]));
         let pred: [usize; T] = std::array::from_fn(|t| pred[t]);
         let mut rows = vec![TimelineRow {
             name: "prediction",
@@ -98,12 +99,8 @@ pub fn run(a: Args) -> Result<()> {
         let truth: Option<[usize; T]> = if data.has_labels() {
             let mut l = vec![];
             data.read_labels(&[row], &mut l)?;
-            Some(std::array::from_fn(|t| {
-                let seg = &l[t * 29..(t + 1) * 29];
-                seg.iter()
-                    .enumerate()
-                    .fold(0, |b, (i, &x)| if x > seg[b] { i } else { b })
-            }))
+            let segment = Targets::from_onehot(&l, 1).segment;
+            Some(std::array::from_fn(|t| segment[t]))
         } else {
             None
         };

@@ -14,7 +14,7 @@ use crate::config::ModelConfig;
 use crate::data::annotations::{BACKGROUND, CATEGORIES};
 use crate::encoders::{AudioEncoder, FrameEncoder, RgbFrame};
 use crate::inference::label_name;
-use crate::metric::predict;
+use crate::metric::{event_prob, predict};
 use crate::model::{CaceNet, ForwardOptions, Trace};
 use crate::plot::{TimelineRow, timeline};
 use crate::{T, to_vec};
@@ -234,7 +234,7 @@ fn assemble(
         for (s, (&logit, &class)) in w.event_logits.iter().zip(&pred).enumerate() {
             segments.push(Segment {
                 t: w.start + s,
-                event_prob: (1.0 / (1.0 + (-(logit as f64)).exp())) as f32,
+                event_prob: event_prob(logit),
                 label: label_name(class),
                 class,
                 padded: s >= w.content_seconds,
