@@ -103,6 +103,9 @@ pub struct ClipSummary {
     pub visual_encoder: String,
     pub audio_encoder: String,
     pub timings: Timings,
+    /// Time (s) of the last video frame when the file's frames ended more than a second before
+    /// its declared duration (truncated or damaged data): later seconds repeat that frame.
+    pub frames_end_early: Option<f64>,
 }
 
 /// Checks the encoders' declared shapes; returns `(values per second of the frame encoder,
@@ -245,5 +248,6 @@ pub fn encode_clip(
         visual_encoder: frames.name().to_string(),
         audio_encoder: audio.name().to_string(),
         timings,
+        frames_end_early: video.frames_end_early(),
     })
 }

@@ -403,3 +403,45 @@ fn bad_inputs_are_named_and_explained() {
     );
     assert!(e.contains("has no audio track"), "{e}");
 }
+
+/// A file whose data ends before the duration its index declares (an MP4 with its index at the
+/// front, cut in half) still decodes; the summary says where the frames stopped.
+#[test]
+fn truncated_data_is_flagged() {
+    if !ffmpeg_or_skip("truncated_data_is_flagged") {
+        return;
+    }
+    let dir = TempDir::new("truncated");
+    let whole = make_clip(
+        dir.path(),
+        "whole",
+        Clip {
+            container: "mp4",
+            ..Clip::new(10.0)
+        },
+    );
+    let front = dir.join("front.mp4");
+    let ok = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+        .arg(&whole)
+        .args(["-c", "copy", "-movflags", "+faststart"])
+        .arg(&front)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ffmpeg remux");
+    let (summary, _) = encode(&front);
+    assert_eq!(
+        summary.frames_end_early, None,
+        "an intact file is not flagged"
+    );
+
+    let bytes = std::fs::read(&front).unwrap();
+    let cut = dir.join("cut.mp4");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let (summary, windows) = encode(&cut);
+    assert_eq!(summary.plan.seconds, 10, "the index still declares 10 s");
+    let end = summary.frames_end_early.expect("flagged");
+    assert!((1.0..9.0).contains(&end), "frames end at {end} s");
+    assert_eq!(windows.len(), 1);
+}

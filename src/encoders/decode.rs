@@ -171,6 +171,13 @@ impl VideoFrames {
     pub fn next_second(&mut self) -> Result<Option<Vec<RgbFrame>>> {
         self.inner.next_second()
     }
+
+    /// When the decoded frames stopped more than a second before a sample time the clip's
+    /// duration promised (a truncated or damaged file), the time in seconds of the last frame
+    /// decoded; those later samples repeat that frame. `None` for a complete stream (so far).
+    pub fn frames_end_early(&self) -> Option<f64> {
+        self.inner.frames_end_early()
+    }
 }
 
 /// Mono audio of a clip at a chosen rate, handed out in whole seconds.
@@ -225,6 +232,9 @@ mod imp {
             match *self {}
         }
         pub fn next_second(&mut self) -> Result<Option<Vec<RgbFrame>>> {
+            match *self {}
+        }
+        pub fn frames_end_early(&self) -> Option<f64> {
             match *self {}
         }
     }
@@ -570,6 +580,8 @@ mod imp {
         last_ticks: Option<i64>,
         ticks_per_frame: i64,
         end_of_stream: bool,
+        /// See [`super::VideoFrames::frames_end_early`].
+        ended_early_at: Option<f64>,
         scaler: Option<(ff::format::Pixel, u32, u32, ff::software::scaling::Context)>,
     }
 
@@ -614,12 +626,17 @@ mod imp {
                 last_ticks: None,
                 ticks_per_frame,
                 end_of_stream: false,
+                ended_early_at: None,
                 scaler: None,
             })
         }
 
         pub fn seconds(&self) -> usize {
             self.seconds
+        }
+
+        pub fn frames_end_early(&self) -> Option<f64> {
+            self.ended_early_at
         }
 
         /// Whether sample time `k / 16` s is before `ticks` (stream time base, from the origin).
@@ -728,6 +745,16 @@ mod imp {
                                 "{}: no video frame could be decoded",
                                 self.src.path.display()
                             );
+                        }
+                        // A sample more than a second past the last frame: the data ended
+                        // before the duration the container declares.
+                        let last = self.last_ticks.unwrap_or(0) as f64
+                            * self.src.tb.numerator() as f64
+                            / self.src.tb.denominator() as f64;
+                        if self.ended_early_at.is_none()
+                            && self.next as f64 / FRAMES_PER_SECOND as f64 > last + 1.0
+                        {
+                            self.ended_early_at = Some(last);
                         }
                         out.push(self.held_rgb()?);
                         self.next += 1;

@@ -880,7 +880,19 @@ fn stage_videos(
             WINDOW * settings.audio_dim,
         )?;
         match encode_clip(path, frames, audio, &mut |w| writer.push(&w)) {
-            Ok(_) => writer.finish(name, kill_after.is_some_and(|n| done >= n))?,
+            Ok(summary) => {
+                if let Some(t) = summary.frames_end_early {
+                    bar.suspend(|| {
+                        eprintln!(
+                            "warning: {}: the video frames end at {t:.2} s although the file \
+                             declares {:.2} s; the last frame is repeated after that",
+                            path.display(),
+                            summary.info.duration
+                        )
+                    });
+                }
+                writer.finish(name, kill_after.is_some_and(|n| done >= n))?
+            }
             Err(e) => {
                 let _ = fs::remove_file(&writer.tmp);
                 let error = format!("{e:#}");

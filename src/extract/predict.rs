@@ -77,6 +77,9 @@ pub struct VideoResult {
     pub encoders: EncoderNames,
     /// Seconds of wall-clock time per stage.
     pub timings_s: PredictTimings,
+    /// Problems with the input that did not stop the prediction (e.g. a truncated file whose
+    /// last seconds repeat its last frame).
+    pub warnings: Vec<String>,
 }
 
 /// Checks that the model takes the encoders' features: `[7,7,C]` maps with `C` its visual
@@ -257,6 +260,17 @@ fn assemble(
             visual: summary.visual_encoder.clone(),
             audio: summary.audio_encoder.clone(),
         },
+        warnings: summary
+            .frames_end_early
+            .map(|t| {
+                format!(
+                    "the video frames end at {t:.2} s although the file declares {:.2} s \
+                     (truncated or damaged?); the last frame is repeated after that",
+                    plan.duration
+                )
+            })
+            .into_iter()
+            .collect(),
         timings_s: PredictTimings {
             stages: summary.timings.clone(),
             model: model_s,
@@ -291,6 +305,9 @@ pub fn table(r: &VideoResult) -> String {
             seg.label,
             if seg.padded { "  (padding)" } else { "" }
         );
+    }
+    for w in &r.warnings {
+        let _ = writeln!(s, "warning: {w}");
     }
     s
 }
