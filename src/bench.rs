@@ -101,14 +101,7 @@ pub fn run(device: &Device, reps: usize) -> BenchResult {
     let mut adam = Adam::new(AdamConfig::default());
     let (v, a, targets) = inputs(b, &mut rng, &train_device);
     let train_step = time(2, reps, || {
-        let out = model.forward(
-            v.clone(),
-            a.clone(),
-            ForwardOptions {
-                bece_on: true,
-                noise: None,
-            },
-        );
+        let out = model.forward(v.clone(), a.clone(), ForwardOptions::bece_on());
         let terms = objective(&out, &targets, Some(1.0), 0.01);
         let mut grads = KeyedGrads::collect(&model, &terms.total.backward());
         grads.clip_global_norm(0.5);
@@ -135,38 +128,17 @@ pub fn run(device: &Device, reps: usize) -> BenchResult {
     let eval_model = model.valid();
     let (ve, ae, _) = inputs(b, &mut rng, device);
     let eval64 = time(1, reps, || {
-        let out = eval_model.forward(
-            ve.clone(),
-            ae.clone(),
-            ForwardOptions {
-                bece_on: true,
-                noise: None,
-            },
-        );
+        let out = eval_model.forward(ve.clone(), ae.clone(), ForwardOptions::bece_on());
         sync(out.event_scores);
     });
     let (v1, a1, _) = inputs(1, &mut rng, device);
     let latency = time(3, reps.max(5), || {
-        let out = eval_model.forward(
-            v1.clone(),
-            a1.clone(),
-            ForwardOptions {
-                bece_on: true,
-                noise: None,
-            },
-        );
+        let out = eval_model.forward(v1.clone(), a1.clone(), ForwardOptions::bece_on());
         sync(out.event_scores);
     });
     let (v18, a18, _) = inputs(402 - 6 * 64, &mut rng, device);
     let last = time(1, reps, || {
-        let out = eval_model.forward(
-            v18.clone(),
-            a18.clone(),
-            ForwardOptions {
-                bece_on: true,
-                noise: None,
-            },
-        );
+        let out = eval_model.forward(v18.clone(), a18.clone(), ForwardOptions::bece_on());
         sync(out.event_scores);
     });
 

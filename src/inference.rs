@@ -70,14 +70,7 @@ pub fn predict_split(
         let rows = batch.rows.clone();
         let b = rows.len();
         let (visual, audio, targets) = batch.into_tensors(false, device);
-        let out = model.forward(
-            visual,
-            audio,
-            ForwardOptions {
-                bece_on: true,
-                noise: None,
-            },
-        );
+        let out = model.forward(visual, audio, ForwardOptions::bece_on());
         let logits = to_vec(out.is_event);
         let scores = to_vec(out.event_scores);
         let pred = predict(&logits, &scores, b);

@@ -129,14 +129,7 @@ pub fn evaluate(
         let b = batch.rows.len();
         let (v, a, tg) = batch.into_tensors(zero_audio, device);
         let tg = tg.context("evaluation needs labels")?;
-        let out = model.forward(
-            v,
-            a,
-            ForwardOptions {
-                bece_on: true,
-                noise: None,
-            },
-        );
+        let out = model.forward(v, a, ForwardOptions::bece_on());
         let pred = predict(&to_vec(out.is_event), &to_vec(out.event_scores), b);
         acc.update(&pred, &tg.segment);
         preds.extend(pred);

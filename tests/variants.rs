@@ -88,14 +88,7 @@ fn every_variant_trains_and_evaluates() {
         let mut adam = Adam::new(AdamConfig::default());
         let mut losses = vec![];
         for _ in 0..8 {
-            let out = model.forward(
-                v.clone(),
-                a.clone(),
-                ForwardOptions {
-                    bece_on: true,
-                    noise: None,
-                },
-            );
+            let out = model.forward(v.clone(), a.clone(), ForwardOptions::bece_on());
             assert_eq!(out.is_event.dims(), [8, 10], "{name}");
             assert_eq!(out.event_scores.dims(), [8, 28], "{name}");
             assert_eq!(out.q.dims(), [8, 10, 256], "{name}");
@@ -118,14 +111,7 @@ fn every_variant_trains_and_evaluates() {
         let eval = burn::module::Module::valid(&model);
         let dev = Device::flex();
         let (v, a, _) = batch(&dir, &dev);
-        let out = eval.forward(
-            v,
-            a,
-            ForwardOptions {
-                bece_on: true,
-                noise: None,
-            },
-        );
+        let out = eval.forward(v, a, ForwardOptions::bece_on());
         let p = cace_net::to_vec(out.is_event);
         assert_eq!(p.len(), 80, "{name}");
         assert!(p.iter().all(|x| x.is_finite()), "{name}");
@@ -167,46 +153,58 @@ fn state_dict_sizes_of_the_official_variants() {
     assert_eq!(count(c), (242 - 16 + 12, 13_118_681 - bilstm + snn));
 }
 
+/// Runs `cace` with `args` (paths or strings).
+fn cace<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cace"))
+        .args(args)
+        .output()
+        .expect("run cace")
+}
+
+/// [`cace`], which must succeed; the panic shows `what` and its stderr.
+fn cace_ok<S: AsRef<std::ffi::OsStr>>(what: &str, args: &[S]) -> std::process::Output {
+    let out = cace(args);
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Each variant goes through `cace train --config` (one epoch) and `cace eval`.
 #[test]
 fn every_variant_runs_through_the_cli() {
     let dir = tiny_set("cli");
-    let cace = env!("CARGO_BIN_EXE_cace");
     for (name, model) in variants() {
         let run = dir.join(format!("run-{name}"));
         let cfg = dir.join(format!("{name}.json"));
         let json = serde_json::json!({"model": model, "epochs": 1, "batch_size": 8});
         std::fs::write(&cfg, json.to_string()).unwrap();
-        let out = Command::new(cace)
-            .args(["train", "--data"])
-            .arg(&dir)
-            .arg("--out")
-            .arg(&run)
-            .arg("--config")
-            .arg(&cfg)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let d = dir.as_os_str();
+        let train = [
+            "train".as_ref(),
+            "--data".as_ref(),
+            d,
+            "--out".as_ref(),
+            run.as_os_str(),
+            "--config".as_ref(),
+            cfg.as_os_str(),
+        ];
+        cace_ok(name, &train);
         let report: serde_json::Value =
             serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
         let acc = report["test_acc_at_best_val"].as_f64().unwrap();
         assert!((0.0..=100.0).contains(&acc), "{name}: {acc}");
-        let out = Command::new(cace)
-            .args(["eval", "--checkpoint"])
-            .arg(run.join("best"))
-            .arg("--data")
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let best = run.join("best");
+        let eval = [
+            "eval".as_ref(),
+            "--checkpoint".as_ref(),
+            best.as_os_str(),
+            "--data".as_ref(),
+            d,
+        ];
+        let out = cace_ok(name, &eval);
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("accuracy: "),
             "{name}"
@@ -215,20 +213,16 @@ fn every_variant_runs_through_the_cli() {
 
     // Figures 4 and 5 from the default model's checkpoint.
     let figs = dir.join("figs");
-    let out = Command::new(cace)
-        .args(["figures", "--checkpoint"])
-        .arg(dir.join("run-default/best"))
-        .arg("--data")
-        .arg(&dir)
-        .args(["--videos", "0,1", "--segments", "0,9", "--out"])
-        .arg(&figs)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let best = dir.join("run-default/best");
+    let figures = |videos: &str, extra: &[&str]| -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = vec!["figures".into(), "--checkpoint".into()];
+        a.extend([best.clone().into(), "--data".into(), dir.clone().into()]);
+        a.extend(["--videos".into(), videos.into()]);
+        a.extend(extra.iter().map(|&x| x.into()));
+        a.extend(["--out".into(), figs.clone().into()]);
+        a
+    };
+    cace_ok("figures", &figures("0,1", &["--segments", "0,9"]));
     let (w, h) = cace_net::plot::timeline_size(2);
     for v in [0, 1] {
         let png = std::fs::read(figs.join(format!("timeline_test_{v}.png"))).unwrap();
@@ -255,15 +249,7 @@ fn every_variant_runs_through_the_cli() {
         }
     }
     // A video index past the split is an error naming the split.
-    let out = Command::new(cace)
-        .args(["figures", "--checkpoint"])
-        .arg(dir.join("run-default/best"))
-        .arg("--data")
-        .arg(&dir)
-        .args(["--videos", "99", "--out"])
-        .arg(&figs)
-        .output()
-        .unwrap();
+    let out = cace(&figures("99", &[]));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("test split has"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -272,15 +258,7 @@ fn every_variant_runs_through_the_cli() {
 /// `cace profile --json`: the official parameter counts of the default and vanilla models.
 #[test]
 fn profile_reports_the_official_parameter_counts() {
-    let out = Command::new(env!("CARGO_BIN_EXE_cace"))
-        .args(["profile", "--json", "--batch", "2"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cace_ok("profile", &["profile", "--json", "--batch", "2"]);
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = rows.as_array().unwrap();
     assert_eq!(rows[0]["params_total"], 11_029_719);
@@ -306,14 +284,7 @@ fn snn_running_statistics_round_trip_through_the_state_dict() {
     let model = CaceNet::new(&config, &train_device);
     let (v, a, _) = batch(&dir, &train_device);
     for _ in 0..2 {
-        let _ = model.forward(
-            v.clone(),
-            a.clone(),
-            ForwardOptions {
-                bece_on: true,
-                noise: None,
-            },
-        );
+        let _ = model.forward(v.clone(), a.clone(), ForwardOptions::bece_on());
     }
     let trained = burn::module::Module::valid(&model);
     let sd = cace_net::checkpoint::state_dict(&trained);
@@ -328,17 +299,7 @@ fn snn_running_statistics_round_trip_through_the_state_dict() {
     let mut fresh = CaceNet::new(&config, &device);
     let eval = |m: &CaceNet| {
         let (v, a, _) = batch(&dir, &device);
-        cace_net::to_vec(
-            m.forward(
-                v,
-                a,
-                ForwardOptions {
-                    bece_on: true,
-                    noise: None,
-                },
-            )
-            .is_event,
-        )
+        cace_net::to_vec(m.forward(v, a, ForwardOptions::bece_on()).is_event)
     };
     let before = eval(&fresh);
     cace_net::checkpoint::load_state_dict(&mut fresh, sd, &device, Path::new("memory")).unwrap();

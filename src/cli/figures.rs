@@ -78,15 +78,9 @@ pub fn run(a: Args) -> Result<()> {
         );
         let audio = Tensor::<3>::from_data(TensorData::new(au, [1, T, data.audio_dim()]), &device);
         let mut trace = Trace::on();
-        let out = loaded.model.forward_traced(
-            visual,
-            audio,
-            ForwardOptions {
-                bece_on: true,
-                noise: None,
-            },
-            &mut trace,
-        );
+        let out = loaded
+            .model
+            .forward_traced(visual, audio, ForwardOptions::bece_on(), &mut trace);
         let is_event = to_vec(out.is_event);
         let pred = predict(&is_event, &to_vec(out.event_scores), 1);
         let probs: [f32; T] = std::array::from_fn(|t| event_prob(is_event[t]));

@@ -51,14 +51,7 @@ fn profile(name: &str, config: &ModelConfig, batch: usize) -> Row {
         &device,
     );
     let run = || {
-        let out = model.forward(
-            v.clone(),
-            a.clone(),
-            ForwardOptions {
-                bece_on: true,
-                noise: None,
-            },
-        );
+        let out = model.forward(v.clone(), a.clone(), ForwardOptions::bece_on());
         let _ = out.is_event.into_data();
     };
     run(); // warm-up

@@ -151,15 +151,7 @@ pub fn predict_video_with(
         } else {
             Trace::off()
         };
-        let out = model.forward_traced(
-            visual,
-            sound,
-            ForwardOptions {
-                bece_on: true,
-                noise: None,
-            },
-            &mut trace,
-        );
+        let out = model.forward_traced(visual, sound, ForwardOptions::bece_on(), &mut trace);
         if let Some(dir) = attention {
             attention_figures(dir, path, &w.key_frames, w.start, &trace)?;
         }

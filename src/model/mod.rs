@@ -80,6 +80,16 @@ pub struct ForwardOptions {
     pub noise: Option<Tensor<3>>,
 }
 
+impl ForwardOptions {
+    /// BECE's λ-mix on, noise drawn: evaluation, and training after the warm-up.
+    pub fn bece_on() -> Self {
+        Self {
+            bece_on: true,
+            noise: None,
+        }
+    }
+}
+
 impl CaceNet {
     pub fn new(config: &ModelConfig, device: &Device) -> Self {
         config
@@ -273,14 +283,7 @@ mod tests {
             labels[(10 + t) * 29 + 7] = 1.0;
         }
         let targets = Targets::from_onehot(&labels, b);
-        let out = model.forward(
-            v,
-            a,
-            ForwardOptions {
-                bece_on: true,
-                noise: None,
-            },
-        );
+        let out = model.forward(v, a, ForwardOptions::bece_on());
         let terms = objective(&out, &targets, Some(1.0), 0.01);
         let grads = KeyedGrads::collect(&model, &terms.total.backward());
         let list = ParamList::of(&mut model);
