@@ -5,7 +5,7 @@ use cace_net::checkpoint;
 use cace_net::data::ave::{AveDir, Split};
 use cace_net::device::parse_device;
 use cace_net::encoders::decode::{self, open_clip};
-use cace_net::encoders::registry::{EncoderKind, check_weights, load_encoders};
+use cace_net::encoders::registry::{EncoderKind, load_encoders};
 use cace_net::extract::dataset::list_videos;
 use cace_net::extract::predict::{VideoResult, predict_video_with, table, timeline_figure};
 use cace_net::inference::predict_split;
@@ -123,7 +123,7 @@ fn run_video(a: Args, video: &Path) -> Result<()> {
             a.encoders
         );
     }
-    check_weights(a.encoders, weights)?;
+    // Checks the weight files first, naming a missing one.
     let (frames, audio) = load_encoders(a.encoders, weights, &device)?;
     if let Some(dir) = a.figure.as_ref().filter(|_| folder) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
