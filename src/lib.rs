@@ -13,6 +13,7 @@ pub mod data;
 pub mod device;
 pub mod encoders;
 pub mod extract;
+pub mod fsutil;
 pub mod inference;
 pub mod loss;
 pub mod metric;
@@ -42,11 +43,36 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Process-wide settings for fast numeric work; call once at start-up (the `cace` binary does).
 pub fn init_runtime() {
-    // `mi_option_purge_delay` (not exported by libmimalloc-sys) sits right before
-    // `mi_option_use_numa_nodes` in both bundled mimalloc versions; -1 = never purge.
-    // `MIMALLOC_PURGE_DELAY` in the environment (read by mimalloc itself) takes precedence.
+    // -1 = never purge. `MIMALLOC_PURGE_DELAY` in the environment (read by mimalloc itself)
+    // takes precedence.
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        let purge_delay = libmimalloc_sys::mi_option_use_numa_nodes - 1;
-        unsafe { libmimalloc_sys::mi_option_set(purge_delay, -1) };
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
+}
+
+/// `mi_option_purge_delay`, which libmimalloc-sys does not export: it sits right before
+/// `mi_option_use_numa_nodes` in both bundled mimalloc versions (v2 and v3 `mimalloc.h`).
+/// libmimalloc-sys is pinned in Cargo.toml, and a test checks the index by its default (1000 ms
+/// in the bundled mimalloc v3, `src/options.c`; 10 ms in v2).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t =
+    libmimalloc_sys::mi_option_use_numa_nodes - 1;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn purge_delay_option_index() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return; // the environment sets the option; its default cannot be seen
+        }
+        let get = || unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        // options.c: purge_delay defaults to 1000 ms (v3) or 10 ms (v2); its neighbours default to
+        // 1 (eager_commit_delay) and 0 (use_numa_nodes), so another index would not give these.
+        let default = get();
+        assert!(
+            default == 1000 || default == 10,
+            "the option index no longer names mi_option_purge_delay (default {default})"
+        );
+        super::init_runtime();
+        assert_eq!(get(), -1);
     }
 }

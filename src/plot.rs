@@ -5,13 +5,11 @@
 //! the embedded DejaVu Sans font through `ab_glyph`, encoding with `png`. No
 //! system library or font is used at run time.
 //!
-//! Every function writes `PATH.tmp` and renames it to `PATH`, so a reader never
+//! Every function replaces `PATH` atomically (`fsutil::write_atomic`), so a reader never
 //! sees a half-written file. The parent folder must exist. Every error names
 //! `PATH`.
 
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use ab_glyph::{Font as _, FontRef, PxScale, ScaleFont as _, point};
@@ -363,13 +361,7 @@ fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow::anyhow!("drawing failed: {e:?}")
 }
 
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".tmp");
-    PathBuf::from(s)
-}
-
-/// Encode `canvas` as PNG, write it to `PATH.tmp`, then rename to `PATH`.
+/// Encode `canvas` as PNG and replace `path` with it atomically.
 fn write_png_atomic(path: &Path, canvas: &Canvas) -> Result<()> {
     let mut bytes = Vec::new();
     {
@@ -380,21 +372,7 @@ fn write_png_atomic(path: &Path, canvas: &Canvas) -> Result<()> {
         wr.write_image_data(&canvas.buf).context("encoding PNG")?;
         wr.finish().context("encoding PNG")?;
     }
-    let tmp = tmp_path(path);
-    let written = (|| -> std::io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("writing {}", tmp.display()));
-    }
-    if let Err(e) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()));
-    }
-    Ok(())
+    crate::fsutil::write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 fn with_path<T>(path: &Path, r: Result<T>) -> Result<T> {
@@ -1062,7 +1040,11 @@ fn attention_grid_inner(
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::path::PathBuf;
+
     use super::*;
+    use crate::fsutil::tmp_path;
 
     struct Img {
         w: u32,

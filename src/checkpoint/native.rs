@@ -24,16 +24,9 @@ pub fn paths(path: &Path) -> (PathBuf, PathBuf) {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
+/// Replaces `path` with `bytes` atomically and durably ([`crate::fsutil::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    crate::fsutil::write_atomic(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 pub fn write(dir: &Path, sd: &StateDict, config: &ModelConfig) -> Result<()> {
