@@ -157,7 +157,37 @@ impl ModelConfig {
         }
     }
 
+    /// Checks every field's range; the error names the field (`dropout.relation`, `psi`, ...).
     pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("visual_dim", self.visual_dim),
+            ("audio_dim", self.audio_dim),
+            ("d_model", self.d_model),
+            ("heads", self.heads),
+            ("num_classes", self.num_classes),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} must be at least 1, got 0"));
+            }
+        }
+        if self.num_classes > crate::data::annotations::NUM_CLASSES {
+            return Err(format!(
+                "num_classes must be at most {} (the AVE label files' categories), got {}",
+                crate::data::annotations::NUM_CLASSES,
+                self.num_classes
+            ));
+        }
+        for (name, v) in [
+            ("psi", self.psi),
+            ("beta", self.beta),
+            ("lambda", self.lambda),
+            ("alpha", self.alpha),
+            ("gamma", self.gamma),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("{name} must be in [0, 1], got {v}"));
+            }
+        }
         if self.audio_dim != 128 && !self.audio_fc {
             return Err(format!(
                 "audio_dim is {} but audio_fc is off: audio must be projected to 128 (set audio_fc = true)",
@@ -189,7 +219,7 @@ impl ModelConfig {
                 self.mixup_weight
             ));
         }
-        if !(self.noise_std >= 0.0) {
+        if !(self.noise_std >= 0.0 && self.noise_std.is_finite()) {
             return Err(format!("noise_std must be >= 0, got {}", self.noise_std));
         }
         for (name, p) in [

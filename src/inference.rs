@@ -48,6 +48,21 @@ pub fn label_name(label: usize) -> String {
     }
 }
 
+/// Fails, naming the data directory, when its feature widths differ from what `config`'s model
+/// reads (the model would otherwise fail deep inside a matrix product).
+pub fn check_feature_widths(config: &crate::config::ModelConfig, data: &AveDir) -> Result<()> {
+    let (v, a) = (data.visual_dim(), data.audio_dim());
+    if (v, a) != (config.visual_dim, config.audio_dim) {
+        anyhow::bail!(
+            "{}: features are visual {v}-d / audio {a}-d but the model expects {} / {}",
+            data.dir().display(),
+            config.visual_dim,
+            config.audio_dim
+        );
+    }
+    Ok(())
+}
+
 /// Runs `model` (evaluation mode: a device without autodiff, BECE's λ-mix on, as the official
 /// `--evaluate` does) on `split` in batches.
 pub fn predict_split(

@@ -4,7 +4,7 @@ use anyhow::Result;
 use cace_net::checkpoint;
 use cace_net::data::ave::{AveDir, Split};
 use cace_net::device::parse_device;
-use cace_net::inference::{label_name, predict_split};
+use cace_net::inference::{check_feature_widths, label_name, predict_split};
 use cace_net::metric::Breakdown;
 
 #[derive(clap::Args)]
@@ -34,7 +34,9 @@ pub fn run(a: Args) -> Result<()> {
         "{}: no labels (labels.h5 or Annotations.txt) to evaluate against",
         a.data.display()
     );
+    anyhow::ensure!(a.batch_size > 0, "--batch-size must be at least 1");
     let loaded = checkpoint::load(&a.checkpoint, None, &device)?;
+    check_feature_widths(&loaded.config, &data)?;
     let result = predict_split(&loaded.model, &data, a.split, a.batch_size, &device)?;
     let pred: Vec<usize> = result.videos.iter().flat_map(|v| v.pred.clone()).collect();
     let target: Vec<usize> = result

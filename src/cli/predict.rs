@@ -8,7 +8,7 @@ use cace_net::encoders::decode::{self, open_clip};
 use cace_net::encoders::registry::{EncoderKind, load_encoders};
 use cace_net::extract::dataset::list_videos;
 use cace_net::extract::predict::{VideoResult, predict_video_with, table, timeline_figure};
-use cace_net::inference::predict_split;
+use cace_net::inference::{check_feature_widths, predict_split};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -54,9 +54,11 @@ pub fn run(a: Args) -> Result<()> {
     let (Some(data), Some(out)) = (&a.data, &a.out) else {
         bail!("--data needs --out (the JSON file to write)");
     };
+    anyhow::ensure!(a.batch_size > 0, "--batch-size must be at least 1");
     let device = parse_device(&a.device)?;
     let data = AveDir::open(data)?;
     let loaded = checkpoint::load(&a.checkpoint, None, &device)?;
+    check_feature_widths(&loaded.config, &data)?;
     let result = predict_split(&loaded.model, &data, a.split, a.batch_size, &device)?;
     let json = serde_json::to_vec_pretty(&result)?;
     checkpoint::native::write_atomic(out, &json)
