@@ -18,8 +18,8 @@ use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, native};
@@ -96,15 +96,51 @@ impl TrainConfig {
         }
     }
 
+    /// Checks every field's range before anything is written; the error names the field.
     pub fn validate(&self) -> Result<()> {
         self.model
             .validate()
             .map_err(|e| anyhow::anyhow!("model config: {e}"))?;
-        if self.epochs == 0 || self.batch_size == 0 || self.eval_batch_size == 0 {
-            bail!("epochs, batch_size and eval_batch_size must be positive");
+        for (name, v) in [
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("eval_batch_size", self.eval_batch_size),
+        ] {
+            if v == 0 {
+                bail!("{name} must be at least 1, got 0");
+            }
         }
-        if !(self.tau > 0.0) || !(self.clip_norm > 0.0) || !(self.adam.lr > 0.0) {
-            bail!("tau, clip_norm and adam.lr must be positive");
+        let positive = [
+            ("adam.lr", self.adam.lr),
+            ("adam.eps", self.adam.eps),
+            ("tau", self.tau),
+            ("clip_norm", self.clip_norm),
+            ("lr_gamma", self.lr_gamma),
+        ];
+        for (name, v) in positive {
+            if !(v > 0.0 && v.is_finite()) {
+                bail!("{name} must be a positive number, got {v}");
+            }
+        }
+        for (name, v) in [
+            ("adam.beta1", self.adam.beta1),
+            ("adam.beta2", self.adam.beta2),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                bail!("{name} must be in [0, 1), got {v}");
+            }
+        }
+        if !(self.contrastive_weight >= 0.0 && self.contrastive_weight.is_finite()) {
+            bail!(
+                "contrastive_weight must be >= 0, got {}",
+                self.contrastive_weight
+            );
+        }
+        if self.lr_milestones.windows(2).any(|w| w[0] >= w[1]) {
+            bail!(
+                "lr_milestones must be increasing, got {:?}",
+                self.lr_milestones
+            );
         }
         Ok(())
     }
@@ -326,6 +362,19 @@ pub fn train(opts: &RunOptions) -> Result<Report> {
             run.display()
         );
     }
+    // A run's files without last/ (deleted by hand?) can be neither resumed nor replaced.
+    let leftovers: Vec<&str> = [BEST, REPORT_FILE, METRICS_FILE]
+        .into_iter()
+        .filter(|f| run.join(f).exists())
+        .collect();
+    if existing.is_none() && !leftovers.is_empty() {
+        bail!(
+            "{} holds files of an earlier run ({}) but no last/ to resume from; \
+             nothing was changed: choose another --out, or move those files away",
+            run.display(),
+            leftovers.join(", ")
+        );
+    }
     let data = AveDir::open(&opts.data)?;
     let train_rows = data.order(Split::Train)?;
     let val_rows = data.order(Split::Val).ok();
@@ -337,6 +386,17 @@ pub fn train(opts: &RunOptions) -> Result<Report> {
     needed.extend(val_rows.iter().flatten());
     needed.extend(test_rows.iter().flatten());
     require_labels(&data)?;
+    if let Some(c) = data
+        .max_event_class(&needed)
+        .filter(|&c| c >= cfg.model.num_classes)
+    {
+        bail!(
+            "{}: the labels use category {c} ({}) but the model config has num_classes {}",
+            data.dir().display(),
+            crate::data::annotations::CATEGORIES[c],
+            cfg.model.num_classes
+        );
+    }
     let shapes = Shapes::of(&data)?;
     let (c_in, a_in) = (shapes.visual[3], shapes.audio);
     if c_in != cfg.model.visual_dim || a_in != cfg.model.audio_dim {

@@ -299,3 +299,97 @@ fn bad_checkpoints_name_the_file_and_the_key() {
     run(&native_dir, &["audio_feature.h5"]);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Without the optional `video` feature, the two video commands fail and say how to enable it.
+#[cfg(not(feature = "video"))]
+#[test]
+fn video_commands_say_how_to_enable_the_feature() {
+    let dir = tmp("no-video");
+    let clip = dir.join("clip.mp4");
+    std::fs::write(&clip, b"not decoded").unwrap();
+    let (clip, out) = (clip.to_str().unwrap(), dir.join("out"));
+    let out = out.to_str().unwrap();
+    for args in [
+        vec!["extract", "--videos", clip, "--weights", "w", "--out", out],
+        vec![
+            "predict",
+            "--video",
+            clip,
+            "--weights",
+            "w",
+            "--checkpoint",
+            "c",
+            "--out",
+            out,
+        ],
+    ] {
+        let (ok, _, stderr) = cace(&args);
+        assert!(!ok, "{args:?} succeeded");
+        assert!(
+            stderr.contains("--features video") && stderr.contains("libavcodec-dev"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!Path::new(out).exists(), "{args:?} wrote {out}");
+    }
+}
+
+/// Features of another width than the checkpoint's model: a clear error naming the data
+/// directory and both widths, never a panic (issue #13, bug 1).
+#[test]
+#[cfg_attr(
+    golden_absent,
+    ignore = "golden vectors not found: set CACE_GOLDEN_DIR or add ../shared/golden"
+)]
+fn feature_width_mismatch_is_an_error_not_a_panic() {
+    let dir = tmp("width");
+    for (name, vdim, adim) in [("visual256", 256, 128), ("audio64", 512, 64)] {
+        let data = dir.join(name);
+        let v = vec![0.5f32; 3 * 10 * 49 * vdim];
+        let au = vec![0.25f32; 3 * 10 * adim];
+        let orders = vec![(Split::Test, vec![0, 1, 2])];
+        let labels = {
+            let mut l = vec![0f32; 3 * 10 * 29];
+            l.chunks_mut(29).for_each(|c| c[28] = 1.0);
+            l
+        };
+        write_features(
+            &data,
+            &v,
+            &[3, 10, 7, 7, vdim],
+            &au,
+            &[3, 10, adim],
+            Some(&labels),
+            &orders,
+            FeatureDType::F32,
+        )
+        .unwrap();
+        let (ckpt, data_s) = (golden_ckpt(), data.to_str().unwrap().to_string());
+        let out = dir.join(format!("{name}.json"));
+        for args in [
+            vec![
+                "eval",
+                "--checkpoint",
+                ckpt.to_str().unwrap(),
+                "--data",
+                &data_s,
+            ],
+            vec![
+                "predict",
+                "--checkpoint",
+                ckpt.to_str().unwrap(),
+                "--data",
+                &data_s,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        ] {
+            let (ok, _, stderr) = cace(&args);
+            assert!(!ok, "{args:?} succeeded");
+            let want = format!("features are visual {vdim}-d / audio {adim}-d");
+            assert!(stderr.contains(&want), "{args:?}: {stderr}");
+            assert!(stderr.contains(&data_s), "{args:?}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        }
+        assert!(!out.exists());
+    }
+}

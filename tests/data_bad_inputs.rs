@@ -5,13 +5,13 @@ mod common;
 use std::path::Path;
 
 use cace_net::data::ave::*;
-use common::{TempDir, labels, put, values};
+use common::{labels, put, temp_dir, values};
 
 const N: usize = 7;
 
 /// A valid N=7 directory: visual [7,10,7,7,512] f64, audio [7,10,128] f64, labels, 3 orders.
-fn valid(tag: &str) -> TempDir {
-    let tmp = TempDir::new(tag);
+fn valid(tag: &str) -> tempfile::TempDir {
+    let tmp = temp_dir(tag);
     let vis = values(N * 10 * 49 * 512, 1, false);
     let aud = values(N * 10 * 128, 2, false);
     let orders = [
@@ -317,7 +317,7 @@ fn int_typed_features() {
 
 #[test]
 fn writer_rejects_bad_arguments_before_writing() {
-    let tmp = TempDir::new("writer");
+    let tmp = temp_dir("writer");
     let d = tmp.path().join("out");
     let v = vec![0.0f32; N * 30];
     let a = vec![0.0f32; N * 20];

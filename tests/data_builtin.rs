@@ -7,7 +7,8 @@ use std::collections::HashSet;
 
 use cace_net::data::annotations::*;
 use cace_net::data::ave::*;
-use common::{TempDir, shared_ave_dir};
+use cace_net::data::h5;
+use common::{shared_ave_dir, temp_dir};
 
 const COUNTS: [usize; 28] = [
     188, 176, 171, 184, 188, 175, 178, 187, 172, 163, 182, 138, 102, 99, 186, 176, 160, 183, 100,
@@ -96,9 +97,9 @@ fn builtin_labels_equal_shared_label_files() {
     let Some(d) = shared_ave_dir() else { return };
     let a = builtin_annotations();
     let read = |name: &str| -> (Vec<usize>, Vec<f32>) {
-        let f = hdf5::File::open(d.join(name)).unwrap();
-        let ds = f.dataset("avadataset").unwrap();
-        (ds.shape(), ds.read_raw::<f32>().unwrap())
+        let ds = h5::Dataset::open(&d.join(name), "avadataset", "labels").unwrap();
+        let v = ds.read_all_f64().unwrap();
+        (ds.shape.clone(), v.into_iter().map(|x| x as f32).collect())
     };
     let (shape, closs) = read("labels_closs.h5");
     assert_eq!(shape, [4143, 10]);
@@ -145,7 +146,7 @@ fn builtin_labels_equal_shared_label_files() {
 /// order file in the directory takes precedence.
 #[test]
 fn fallback_to_builtin_when_n_is_4143() {
-    let tmp = TempDir::new("builtin");
+    let tmp = temp_dir("builtin");
     let n = 4143;
     let v: Vec<f32> = (0..n * 10 * 3).map(|i| i as f32).collect();
     let au: Vec<f32> = (0..n * 10).map(|i| -(i as f32)).collect();

@@ -3,7 +3,7 @@
 mod common;
 
 use cace_net::data::ave::*;
-use common::{TempDir, labels, values};
+use common::{labels, temp_dir, values};
 
 const N: usize = 7;
 const PERM: [usize; 9] = [6, 2, 3, 4, 0, 0, 5, 1, 6];
@@ -19,13 +19,12 @@ fn rows_of(data: &[f64], row_len: usize, rows: &[usize]) -> Vec<f32> {
 }
 
 fn stored_dtype(path: &std::path::Path) -> String {
-    let f = hdf5::File::open(path).unwrap();
-    let d = f.dataset("avadataset").unwrap();
-    d.dtype().unwrap().to_descriptor().unwrap().to_string()
+    let d = cace_net::data::h5::Dataset::open(path, "avadataset", "features").unwrap();
+    d.stored.to_string()
 }
 
 fn roundtrip(visual_row: &[usize], dtype: FeatureDType, f64_input: bool) {
-    let tmp = TempDir::new("rt");
+    let tmp = temp_dir("rt");
     let vshape: Vec<usize> = std::iter::once(N)
         .chain(visual_row.iter().copied())
         .collect();
@@ -146,7 +145,7 @@ fn roundtrip_converting_dtypes() {
 
 #[test]
 fn f64_precision_is_read_as_nearest_f32() {
-    let tmp = TempDir::new("prec");
+    let tmp = temp_dir("prec");
     let vis = vec![0.1f64; N * 10 * 4];
     let aud = vec![1.0 + 1e-12; N * 10 * 2];
     write_features(
@@ -171,7 +170,7 @@ fn f64_precision_is_read_as_nearest_f32() {
 
 #[test]
 fn no_labels_no_orders_for_small_n() {
-    let tmp = TempDir::new("nolab");
+    let tmp = temp_dir("nolab");
     let vis = values(N * 10 * 8, 3, true);
     let aud = values(N * 10 * 4, 4, true);
     let orders = [(Split::Test, vec![0, 1])];
@@ -212,7 +211,7 @@ fn no_labels_no_orders_for_small_n() {
 
 #[test]
 fn rewrite_replaces_and_removes_stale_files() {
-    let tmp = TempDir::new("rewrite");
+    let tmp = temp_dir("rewrite");
     let lab = labels(N);
     let all = [
         (Split::Train, vec![0]),

@@ -27,7 +27,7 @@ use video_common::*;
 /// Six files, sorted: five clips (10 s, 3 s, 13 s, 10 s at 30 fps in MP4/AAC, 10 s) and, third,
 /// a file that is not a video. Rows: 1 + 1 + 2 + 1 + 1 = 6.
 fn collection(dir: &Path) -> PathBuf {
-    let videos = dir.join("videos");
+    let videos = dir.path().join("videos");
     std::fs::create_dir_all(&videos).unwrap();
     make_clip(&videos, "a", Clip::new(10.0));
     make_clip(&videos, "b", Clip::new(3.0));
@@ -117,11 +117,11 @@ fn interrupted_extraction_resumes_to_identical_files() {
     if !ffmpeg_or_skip("interrupted_extraction_resumes_to_identical_files") {
         return;
     }
-    let dir = TempDir::new("resume");
+    let dir = temp_dir("resume");
     let videos = collection(dir.path());
 
     // Uninterrupted.
-    let whole = dir.join("whole");
+    let whole = dir.path().join("whole");
     let report = run(&videos, &whole, None);
     assert_eq!(
         (report.videos, report.extracted_now, report.resumed),
@@ -137,7 +137,7 @@ fn interrupted_extraction_resumes_to_identical_files() {
     );
 
     // Killed (SIGKILL) while writing the fourth video's features (a, b staged, c failed).
-    let resumed = dir.join("resumed");
+    let resumed = dir.path().join("resumed");
     let status = Command::new(std::env::current_exe().unwrap())
         .args([
             "child_extraction_process",
@@ -239,8 +239,8 @@ fn interrupted_extraction_resumes_to_identical_files() {
 
     // The written folder works with the rest of cace: predict on it as it is, train on it
     // once labels and a train split are added.
-    let ckpt = random_checkpoint(&dir.join("ckpt"), 512);
-    let out = dir.join("pred.json");
+    let ckpt = random_checkpoint(&dir.path().join("ckpt"), 512);
+    let out = dir.path().join("pred.json");
     let (ok, stdout, stderr) = cace(&[
         "predict",
         "--checkpoint",
@@ -271,7 +271,7 @@ fn interrupted_extraction_resumes_to_identical_files() {
         "--data",
         s(&whole),
         "--out",
-        s(&dir.join("run")),
+        s(&dir.path().join("run")),
         "--epochs",
         "1",
         "--batch-size",
@@ -285,12 +285,14 @@ fn shards_split_the_list_and_merge_into_the_unsharded_files() {
     if !ffmpeg_or_skip("shards_split_the_list_and_merge_into_the_unsharded_files") {
         return;
     }
-    let dir = TempDir::new("shards");
+    let dir = temp_dir("shards");
     let videos = collection(dir.path());
-    let whole = dir.join("whole");
+    let whole = dir.path().join("whole");
     run(&videos, &whole, None);
 
-    let shard_dirs: Vec<PathBuf> = (0..2).map(|i| dir.join(&format!("shard{i}"))).collect();
+    let shard_dirs: Vec<PathBuf> = (0..2)
+        .map(|i| dir.path().join(&format!("shard{i}")))
+        .collect();
     let mut shard_rows = Vec::new();
     for (i, out) in shard_dirs.iter().enumerate() {
         let report = run(&videos, out, Some(Shard { index: i, count: 2 }));
@@ -311,11 +313,11 @@ fn shards_split_the_list_and_merge_into_the_unsharded_files() {
     // Shard 0: a, c (fails), e → 2 rows; shard 1: b, d (2 windows), f → 4 rows.
     assert_eq!(shard_rows, [2, 4]);
 
-    let e = merge_shards(&shard_dirs[..1], &dir.join("m"))
+    let e = merge_shards(&shard_dirs[..1], &dir.path().join("m"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("shards 1/2 are missing"), "{e}");
-    let merged = dir.join("merged");
+    let merged = dir.path().join("merged");
     let report = merge_shards(&shard_dirs, &merged).unwrap();
     assert_eq!((report.videos, report.rows, report.failed.len()), (6, 6, 1));
     assert_same_files(&whole, &merged);
@@ -338,11 +340,7 @@ fn s(p: &Path) -> &str {
 }
 
 fn write_order(path: &Path, rows: &[i64]) {
-    let f = hdf5::File::create(path).unwrap();
-    f.new_dataset_builder()
-        .with_data(&ndarray::Array1::from(rows.to_vec()))
-        .create("order")
-        .unwrap();
+    cace_net::data::h5::write(path, "order", &[rows.len()], rows).unwrap();
 }
 
 fn config(visual_dim: usize) -> ModelConfig {
@@ -365,12 +363,16 @@ fn predict_video_gives_per_second_events_json_and_a_timeline() {
     if !ffmpeg_or_skip("predict_video_gives_per_second_events_json_and_a_timeline") {
         return;
     }
-    let dir = TempDir::new("predict");
+    let dir = temp_dir("predict");
     let device = Device::flex();
-    let loaded =
-        checkpoint::load(&random_checkpoint(&dir.join("ckpt"), 512), None, &device).unwrap();
+    let loaded = checkpoint::load(
+        &random_checkpoint(&dir.path().join("ckpt"), 512),
+        None,
+        &device,
+    )
+    .unwrap();
     let (frames, audio) = vgg_like();
-    let clips = dir.join("clips");
+    let clips = dir.path().join("clips");
     std::fs::create_dir_all(&clips).unwrap();
     let ten = make_clip(&clips, "ten", Clip::new(10.0));
     let three = make_clip(&clips, "three", Clip::new(3.0));
@@ -414,13 +416,13 @@ fn predict_video_gives_per_second_events_json_and_a_timeline() {
     assert!(json["timings_s"]["total"].as_f64().unwrap() > 0.0);
     let text = table(&r);
     assert_eq!(text.lines().count(), 12, "{text}");
-    let png = dir.join("ten.png");
+    let png = dir.path().join("ten.png");
     timeline_figure(&r, &png).unwrap();
     assert_eq!(png_size(&png), timeline_size(1));
 
     // Figure 5 over the frames: one attention overlay per second of content, and the same
     // predictions as without it.
-    let att = dir.join("attention");
+    let att = dir.path().join("attention");
     let with = predict_video_with(
         &loaded.model,
         &loaded.config,
@@ -446,8 +448,8 @@ fn predict_video_gives_per_second_events_json_and_a_timeline() {
 
     // The same numbers as extracting a dataset and running `predict --data` on it
     // (batch of 2 rows vs 1: float summation order may differ, hence 1e-5).
-    let ave = dir.join("ave");
-    let list = dir.join("list.txt");
+    let ave = dir.path().join("ave");
+    let list = dir.path().join("list.txt");
     std::fs::write(&list, "clips/ten.mkv\nclips/long.mkv\n").unwrap();
     extract_dataset(&options(&list, &ave, None), &mut || {
         let (f, a) = vgg_like();
@@ -514,13 +516,17 @@ fn predict_video_gives_per_second_events_json_and_a_timeline() {
             "window {w}"
         );
     }
-    let png = dir.join("long.png");
+    let png = dir.path().join("long.png");
     timeline_figure(&r, &png).unwrap();
     assert_eq!(png_size(&png), timeline_size(3));
 
     // Encoders that do not fit the checkpoint.
-    let wide =
-        checkpoint::load(&random_checkpoint(&dir.join("wide"), 2048), None, &device).unwrap();
+    let wide = checkpoint::load(
+        &random_checkpoint(&dir.path().join("wide"), 2048),
+        None,
+        &device,
+    )
+    .unwrap();
     let e = predict_video(&wide.model, &wide.config, &ten, &frames, &audio, &device)
         .unwrap_err()
         .to_string();
@@ -541,9 +547,9 @@ fn commands_name_the_bad_input() {
     if !ffmpeg_or_skip("commands_name_the_bad_input") {
         return;
     }
-    let dir = TempDir::new("cli");
-    let ckpt = random_checkpoint(&dir.join("ckpt"), 512);
-    let weights = dir.join("weights");
+    let dir = temp_dir("cli");
+    let ckpt = random_checkpoint(&dir.path().join("ckpt"), 512);
+    let weights = dir.path().join("weights");
     std::fs::create_dir_all(&weights).unwrap();
     std::fs::write(weights.join("vgg19.pth"), b"placeholder").unwrap();
     let silent = make_clip(
@@ -571,7 +577,7 @@ fn commands_name_the_bad_input() {
     for (video, needles) in [
         (&silent, &["silent.mkv", "has no audio track"][..]),
         (&garbage, &["garbage.mp4", "not a readable video file"]),
-        (&dir.join("nope.mp4"), &["nope.mp4: no such file"]),
+        (&dir.path().join("nope.mp4"), &["nope.mp4: no such file"]),
         // The clip is fine; the weights folder lacks vggish.pth.
         (&good, &["vggish.pth: missing", "vggish-10086976.pth"]),
     ] {
@@ -598,7 +604,7 @@ fn commands_name_the_bad_input() {
     ]);
     assert!(!ok && stderr.contains("expects 512-d visual"), "{stderr}");
 
-    let videos = dir.join("videos");
+    let videos = dir.path().join("videos");
     std::fs::create_dir_all(&videos).unwrap();
     std::fs::copy(&good, videos.join("good.mkv")).unwrap();
     let (ok, _, stderr) = cace(&[
@@ -606,24 +612,30 @@ fn commands_name_the_bad_input() {
         "--videos",
         s(&videos),
         "--out",
-        s(&dir.join("o")),
+        s(&dir.path().join("o")),
         "--weights",
-        s(&dir.join("empty")),
+        s(&dir.path().join("empty")),
     ]);
     assert!(!ok && stderr.contains("empty: not found"), "{stderr}");
     let (ok, _, stderr) = cace(&[
         "extract",
         "--videos",
-        s(&dir.join("none")),
+        s(&dir.path().join("none")),
         "--out",
-        s(&dir.join("o")),
+        s(&dir.path().join("o")),
         "--weights",
         s(&weights),
         "--encoders",
         "vgg",
     ]);
     assert!(!ok && stderr.contains("vggish.pth: missing"), "{stderr}");
-    let (ok, _, stderr) = cace(&["extract", "--merge", s(&videos), "--out", s(&dir.join("m"))]);
+    let (ok, _, stderr) = cace(&[
+        "extract",
+        "--merge",
+        s(&videos),
+        "--out",
+        s(&dir.path().join("m")),
+    ]);
     assert!(
         !ok && stderr.contains("not a complete cace extract directory"),
         "{stderr}"
@@ -633,7 +645,7 @@ fn commands_name_the_bad_input() {
         "--videos",
         s(&videos),
         "--out",
-        s(&dir.join("o")),
+        s(&dir.path().join("o")),
         "--weights",
         s(&weights),
         "--shard",
@@ -655,13 +667,13 @@ fn predict_video_command_with_real_encoders() {
     if !ffmpeg_or_skip("predict_video_command_with_real_encoders") {
         return;
     }
-    let dir = TempDir::new("e2e");
-    let ckpt = random_checkpoint(&dir.join("ckpt"), 512);
-    let clips = dir.join("clips");
+    let dir = temp_dir("e2e");
+    let ckpt = random_checkpoint(&dir.path().join("ckpt"), 512);
+    let clips = dir.path().join("clips");
     std::fs::create_dir_all(&clips).unwrap();
     let ten = make_clip(&clips, "ten", Clip::new(10.0));
     make_clip(&clips, "three", Clip::new(3.0));
-    let (json, png) = (dir.join("r.json"), dir.join("r.png"));
+    let (json, png) = (dir.path().join("r.json"), dir.path().join("r.png"));
     let (ok, stdout, stderr) = cace(&[
         "predict",
         "--video",
@@ -692,7 +704,7 @@ fn predict_video_command_with_real_encoders() {
     assert_eq!(png_size(&png), timeline_size(1));
 
     // A folder: one entry per video, the 3 s one padded.
-    let figs = dir.join("figs");
+    let figs = dir.path().join("figs");
     let (ok, stdout, stderr) = cace(&[
         "predict",
         "--video",

@@ -7,8 +7,8 @@ use std::process::Command;
 
 use cace_net::data::annotations::builtin_annotations;
 use cace_net::data::ave::{FeatureDType, Split, write_features};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
 use serde_json::Value;
 
 fn cace(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
@@ -231,21 +231,20 @@ fn bad_datasets_fail_naming_the_file_and_keep_the_run() {
 
     // Order index out of range.
     tiny_dataset(&data);
-    let f = hdf5::File::create(data.join("test_order.h5")).unwrap();
-    f.new_dataset_builder()
-        .with_data(&ndarray::arr1(&[16i64, 17, 99]))
-        .create("order")
+    let _ = std::fs::remove_file(data.join("test_order.h5"));
+    cace_net::data::h5::write(&data.join("test_order.h5"), "order", &[3], &[16i64, 17, 99])
         .unwrap();
-    drop(f);
     fails(&["test_order.h5", "99"]);
 
     // NaN in the visual features.
     tiny_dataset(&data);
     {
-        let f = hdf5::File::open_rw(data.join("visual_feature.h5")).unwrap();
-        let ds = f.dataset("avadataset").unwrap();
-        ds.write_slice(&ndarray::arr1(&[f32::NAN]), ndarray::s![3, 4, 2, 2, 7..8])
+        let f = rust_hdf5::H5File::open_rw(data.join("visual_feature.h5")).unwrap();
+        let ds = f.dataset_writer("avadataset").unwrap();
+        ds.write_slice(&[3, 4, 2, 2, 7], &[1, 1, 1, 1, 1], &[f32::NAN])
             .unwrap();
+        drop(ds);
+        f.close().unwrap();
     }
     fails(&["visual_feature.h5", "row 3"]);
 
@@ -337,4 +336,77 @@ fn several_seeds_report_mean_and_std() {
     assert!((summary["test_acc_at_best_val"]["std"].as_f64().unwrap() - std).abs() < 1e-9);
     assert!(String::from_utf8_lossy(&o.stdout).contains("official CACE-Net protocol"));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A finished run whose last/ was deleted is neither overwritten nor restarted (issue #13,
+/// bug 2): both `train` and `train --resume` fail, naming what is there, and every file stays.
+#[test]
+fn run_without_last_is_never_overwritten() {
+    let dir = tmp("no-last");
+    let data = dir.join("data");
+    tiny_dataset(&data);
+    let cfg = config(&dir);
+    let run = dir.join("run");
+    let out = train(&data, &run, &cfg, &[], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(run.join("last")).unwrap();
+    let snapshot = |p: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut files: Vec<PathBuf> = ["report.json", "metrics.jsonl", "best/model.safetensors"]
+            .iter()
+            .map(|f| p.join(f))
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .map(|f| (f.clone(), std::fs::read(&f).unwrap()))
+            .collect()
+    };
+    let before = snapshot(&run);
+    for extra in [&[][..], &["--resume"][..]] {
+        let out = train(&data, &run, &cfg, extra, &[]);
+        assert!(!out.status.success(), "{extra:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no last/"), "{extra:?}: {err}");
+        assert!(err.contains("report.json"), "{extra:?}: {err}");
+        assert_eq!(snapshot(&run), before, "{extra:?} changed the run");
+    }
+}
+
+/// Bad config values fail before anything is written, naming the field (issue #13, bugs 4–6).
+#[test]
+fn bad_config_fields_are_named_before_anything_is_written() {
+    let dir = tmp("bad-cfg");
+    let data = dir.join("data");
+    tiny_dataset(&data);
+    for (json, field) in [
+        (r#"{"model": {"d_model": 0}}"#, "d_model"),
+        (r#"{"model": {"psi": 1.5}}"#, "psi"),
+        (r#"{"model": {"lambda": -0.1}}"#, "lambda"),
+        (
+            r#"{"model": {"dropout": {"relation": 1.0}}}"#,
+            "dropout.relation",
+        ),
+        (r#"{"model": {"num_classes": 2}}"#, "num_classes"),
+        (r#"{"adam": {"lr": -1.0}}"#, "adam.lr"),
+        (r#"{"tau": 0.0}"#, "tau"),
+        (r#"{"batch_size": 0}"#, "batch_size"),
+        (r#"{"lr_milestones": [20, 10]}"#, "lr_milestones"),
+    ] {
+        let cfg = dir.join("cfg.json");
+        std::fs::write(&cfg, json).unwrap();
+        let run = dir.join("run");
+        let out = train(&data, &run, &cfg, &[], &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{json} was accepted");
+        assert!(err.contains(field), "{json}: {err}");
+        assert!(!err.contains("panicked"), "{json}: {err}");
+        assert!(
+            !run.join("train_config.json").exists(),
+            "{json}: wrote the config"
+        );
+    }
 }

@@ -56,7 +56,7 @@ fn frames_are_sampled_sixteen_per_second_by_time() {
     if !ffmpeg_or_skip("frames_are_sampled_sixteen_per_second_by_time") {
         return;
     }
-    let dir = TempDir::new("frames");
+    let dir = temp_dir("frames");
     // H.264 (with B-frames) in Matroska at 25 fps, in MP4 at 30 fps, VP9 in WebM at 12 fps
     // (fewer than 16 frames a second: frames repeat).
     for (container, fps) in [("mkv", 25), ("mp4", 30), ("webm", 12)] {
@@ -90,7 +90,7 @@ fn audio_is_the_source_recording_at_the_requested_rate() {
     if !ffmpeg_or_skip("audio_is_the_source_recording_at_the_requested_rate") {
         return;
     }
-    let dir = TempDir::new("audio");
+    let dir = temp_dir("audio");
     let wav = wav_samples();
     assert_eq!(wav.len(), 7 * WAV_RATE);
     let looped: Vec<f32> = (0..10 * WAV_RATE).map(|n| wav[n % wav.len()]).collect();
@@ -228,7 +228,7 @@ fn short_clips_are_padded_and_long_ones_cut_into_windows() {
     if !ffmpeg_or_skip("short_clips_are_padded_and_long_ones_cut_into_windows") {
         return;
     }
-    let dir = TempDir::new("pad");
+    let dir = temp_dir("pad");
     let (mock_frames, _) = vgg_like();
 
     // 3 s: one window, 7 padded seconds.
@@ -333,7 +333,7 @@ fn bad_inputs_are_named_and_explained() {
     if !ffmpeg_or_skip("bad_inputs_are_named_and_explained") {
         return;
     }
-    let dir = TempDir::new("bad");
+    let dir = temp_dir("bad");
     let err = |p: &std::path::Path| format!("{:#}", open_clip(p).unwrap_err());
 
     let silent = make_clip(
@@ -370,7 +370,7 @@ fn bad_inputs_are_named_and_explained() {
         },
     );
     let bytes = std::fs::read(&whole).unwrap();
-    let cut = dir.join("cut.mp4");
+    let cut = dir.path().join("cut.mp4");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let e = err(&cut);
     assert!(
@@ -385,7 +385,7 @@ fn bad_inputs_are_named_and_explained() {
         "{e}"
     );
 
-    let e = err(&dir.join("nope.mp4"));
+    let e = err(&dir.path().join("nope.mp4"));
     assert!(e.contains("nope.mp4: no such file"), "{e}");
 
     let tiny = make_clip(dir.path(), "tiny", Clip::new(0.5));
@@ -411,7 +411,7 @@ fn truncated_data_is_flagged() {
     if !ffmpeg_or_skip("truncated_data_is_flagged") {
         return;
     }
-    let dir = TempDir::new("truncated");
+    let dir = temp_dir("truncated");
     let whole = make_clip(
         dir.path(),
         "whole",
@@ -420,7 +420,7 @@ fn truncated_data_is_flagged() {
             ..Clip::new(10.0)
         },
     );
-    let front = dir.join("front.mp4");
+    let front = dir.path().join("front.mp4");
     let ok = std::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
         .arg(&whole)
@@ -437,7 +437,7 @@ fn truncated_data_is_flagged() {
     );
 
     let bytes = std::fs::read(&front).unwrap();
-    let cut = dir.join("cut.mp4");
+    let cut = dir.path().join("cut.mp4");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let (summary, windows) = encode(&cut);
     assert_eq!(summary.plan.seconds, 10, "the index still declares 10 s");

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::ave::DataError;
+use super::error::DataError;
 
 /// Number of event categories (classes `0..28`).
 pub const NUM_CLASSES: usize = 28;

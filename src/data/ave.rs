@@ -19,8 +19,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use hdf5::types::{FloatSize, TypeDescriptor};
-use hdf5::{Hyperslab, SliceOrIndex};
+pub use super::error::DataError;
+use super::h5::{self, StoredType};
 
 use super::annotations::{BACKGROUND, T, builtin_annotations, load_annotations};
 
@@ -42,62 +42,10 @@ pub const GRID: usize = 7;
 /// Upper bound on the stored bytes fetched by one hyperslab read.
 const READ_CHUNK_BYTES: usize = 64 << 20;
 
-/// Errors of the data layer; every message names the file (or the line) and the problem.
-#[derive(Debug, thiserror::Error)]
-pub enum DataError {
-    /// A required file (or directory) does not exist.
-    #[error("{}: missing: {what}", path.display())]
-    Missing { path: PathBuf, what: String },
-    /// Operating-system I/O failure.
-    #[error("{}: {what}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        what: &'static str,
-        source: std::io::Error,
-    },
-    /// The HDF5 library failed (unreadable/truncated file, failed read or write).
-    #[error("{}: {context}: {source}", path.display())]
-    Hdf5 {
-        path: PathBuf,
-        context: String,
-        source: hdf5::Error,
-    },
-    /// The file is readable but its content violates the AVE layout.
-    #[error("{}: {msg}", path.display())]
-    Invalid { path: PathBuf, msg: String },
-    /// A line of an `Annotations.txt` (1-based `line`) is malformed.
-    #[error("{}", annotation_message(.file.as_deref(), *.line, .msg))]
-    Annotation {
-        file: Option<PathBuf>,
-        line: usize,
-        msg: String,
-    },
-    /// A split name other than `train`, `val`, `test`.
-    #[error("unknown split {0:?} (expected train, val or test)")]
-    UnknownSplit(String),
-}
-
-fn annotation_message(file: Option<&Path>, line: usize, msg: &str) -> String {
-    match file {
-        Some(f) => format!("{}: line {line}: {msg}", f.display()),
-        None => format!("annotations line {line}: {msg}"),
-    }
-}
-
 fn invalid(path: &Path, msg: impl Into<String>) -> DataError {
     DataError::Invalid {
         path: path.to_path_buf(),
         msg: msg.into(),
-    }
-}
-
-fn h5err(path: &Path, context: impl Into<String>) -> impl FnOnce(hdf5::Error) -> DataError {
-    let path = path.to_path_buf();
-    let context = context.into();
-    move |source| DataError::Hdf5 {
-        path,
-        context,
-        source,
     }
 }
 
@@ -338,52 +286,11 @@ fn check_order(path: &Path, indices: &[i128], n: usize) -> Result<Vec<usize>, Da
 }
 
 // ------------------------------------------------------------------------------------------------
-// HDF5 opening helpers
-
-fn open_h5(path: &Path, what: &str) -> Result<hdf5::File, DataError> {
-    match path.try_exists() {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(DataError::Missing {
-                path: path.to_path_buf(),
-                what: what.to_string(),
-            });
-        }
-        Err(e) => {
-            return Err(DataError::Io {
-                path: path.to_path_buf(),
-                what: "cannot access file",
-                source: e,
-            });
-        }
-    }
-    hdf5::File::open(path).map_err(h5err(path, "not a readable HDF5 file (truncated?)"))
-}
-
-fn open_dataset(file: &hdf5::File, path: &Path, key: &str) -> Result<hdf5::Dataset, DataError> {
-    if !file.link_exists(key) {
-        let names = file.member_names().unwrap_or_default();
-        return Err(invalid(
-            path,
-            format!("no dataset '{key}' (file contains {names:?})"),
-        ));
-    }
-    file.dataset(key)
-        .map_err(h5err(path, format!("'{key}' is not a readable dataset")))
-}
-
-fn descriptor(ds: &hdf5::Dataset, path: &Path, key: &str) -> Result<TypeDescriptor, DataError> {
-    ds.dtype().and_then(|t| t.to_descriptor()).map_err(h5err(
-        path,
-        format!("dataset '{key}' has an unsupported data type"),
-    ))
-}
+// Feature files
 
 /// One opened feature dataset (`visual_feature.h5` or `audio_feature.h5`).
 struct FeatureFile {
-    // Field order matters: the dataset handle is closed before the file.
-    ds: hdf5::Dataset,
-    _file: hdf5::File,
+    ds: h5::Dataset,
     path: PathBuf,
     /// Full shape, `shape[0] == N`.
     shape: Vec<usize>,
@@ -392,11 +299,10 @@ struct FeatureFile {
 
 impl FeatureFile {
     fn open(path: PathBuf, what: &str) -> Result<Self, DataError> {
-        let file = open_h5(&path, what)?;
-        let ds = open_dataset(&file, &path, FEATURE_KEY)?;
-        let dtype = match descriptor(&ds, &path, FEATURE_KEY)? {
-            TypeDescriptor::Float(FloatSize::U4) => FeatureDType::F32,
-            TypeDescriptor::Float(FloatSize::U8) => FeatureDType::F64,
+        let ds = h5::Dataset::open(&path, FEATURE_KEY, what)?;
+        let dtype = match ds.stored {
+            StoredType::Float(4) => FeatureDType::F32,
+            StoredType::Float(8) => FeatureDType::F64,
             other => {
                 return Err(invalid(
                     &path,
@@ -406,12 +312,10 @@ impl FeatureFile {
                 ));
             }
         };
-        let shape = ds.shape();
         Ok(FeatureFile {
+            shape: ds.shape.clone(),
             ds,
-            _file: file,
             path,
-            shape,
             dtype,
         })
     }
@@ -444,13 +348,6 @@ impl FeatureFile {
 
     /// Reads rows `start..start+count` with one hyperslab and appends them as f32.
     fn read_run(&self, start: usize, count: usize, out: &mut Vec<f32>) -> Result<(), DataError> {
-        let slab = row_slab(start, count, &self.shape);
-        let context = || {
-            format!(
-                "cannot read rows {start}..{} of dataset '{FEATURE_KEY}'",
-                start + count
-            )
-        };
         let row_len = self.row_len();
         let non_finite = |p: usize, v: f64| {
             invalid(
@@ -464,22 +361,14 @@ impl FeatureFile {
         };
         match self.dtype {
             FeatureDType::F32 => {
-                let arr = self
-                    .ds
-                    .read_slice::<f32, _, ndarray::IxDyn>(slab)
-                    .map_err(h5err(&self.path, context()))?;
-                let (v, _) = arr.into_raw_vec_and_offset();
+                let v = self.ds.read_rows::<f32>(start, count)?;
                 if let Some(p) = v.iter().position(|x| !x.is_finite()) {
                     return Err(non_finite(p, v[p] as f64));
                 }
                 out.extend_from_slice(&v);
             }
             FeatureDType::F64 => {
-                let arr = self
-                    .ds
-                    .read_slice::<f64, _, ndarray::IxDyn>(slab)
-                    .map_err(h5err(&self.path, context()))?;
-                let (v, _) = arr.into_raw_vec_and_offset();
+                let v = self.ds.read_rows::<f64>(start, count)?;
                 if let Some(p) = v.iter().position(|x| !x.is_finite()) {
                     return Err(non_finite(p, v[p]));
                 }
@@ -519,91 +408,53 @@ fn row_runs(rows: &[usize], max_rows: usize) -> Vec<(usize, usize)> {
 }
 
 fn read_labels_file(path: &Path, n: usize) -> Result<Vec<u8>, DataError> {
-    let file = open_h5(path, "labels")?;
-    let ds = open_dataset(&file, path, FEATURE_KEY)?;
-    match descriptor(&ds, path, FEATURE_KEY)? {
-        TypeDescriptor::Float(_) | TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_) => {}
-        other => {
-            return Err(invalid(
-                path,
-                format!(
-                    "dataset '{FEATURE_KEY}' has dtype {other}; expected a float or integer type"
-                ),
-            ));
-        }
+    let ds = h5::Dataset::open(path, FEATURE_KEY, "labels")?;
+    if ds.stored == StoredType::Other {
+        return Err(invalid(
+            path,
+            format!(
+                "dataset '{FEATURE_KEY}' has dtype {}; expected a float or integer type",
+                ds.stored
+            ),
+        ));
     }
-    let shape = ds.shape();
-    if shape != [n, T, NUM_LABELS] {
+    if ds.shape != [n, T, NUM_LABELS] {
         return Err(invalid(
             path,
             format!(
                 "dataset '{FEATURE_KEY}' has shape {} but the features have {n} rows; expected [{n},{T},{NUM_LABELS}]",
-                fmt_shape(&shape)
+                fmt_shape(&ds.shape)
             ),
         ));
     }
-    let values = ds
-        .read_raw::<f64>()
-        .map_err(h5err(path, format!("cannot read dataset '{FEATURE_KEY}'")))?;
-    labels_to_classes(path, &values)
+    labels_to_classes(path, &ds.read_all_f64()?)
 }
 
 fn read_order_file(path: &Path, n: usize) -> Result<Vec<usize>, DataError> {
-    let file = open_h5(path, "split order")?;
-    let ds = open_dataset(&file, path, ORDER_KEY)?;
-    let shape = ds.shape();
-    if shape.len() != 1 {
+    let ds = h5::Dataset::open(path, ORDER_KEY, "split order")?;
+    if ds.shape.len() != 1 {
         return Err(invalid(
             path,
             format!(
                 "dataset '{ORDER_KEY}' has shape {}; expected one dimension",
-                fmt_shape(&shape)
+                fmt_shape(&ds.shape)
             ),
         ));
     }
-    let ctx = || format!("cannot read dataset '{ORDER_KEY}'");
-    let indices: Vec<i128> = match descriptor(&ds, path, ORDER_KEY)? {
-        TypeDescriptor::Integer(_) => ds
-            .read_raw::<i64>()
-            .map_err(h5err(path, ctx()))?
-            .into_iter()
-            .map(i128::from)
-            .collect(),
-        TypeDescriptor::Unsigned(_) => ds
-            .read_raw::<u64>()
-            .map_err(h5err(path, ctx()))?
-            .into_iter()
-            .map(i128::from)
-            .collect(),
-        other => {
-            return Err(invalid(
-                path,
-                format!("dataset '{ORDER_KEY}' has dtype {other}; expected an integer type"),
-            ));
-        }
-    };
-    check_order(path, &indices, n)
+    if !matches!(ds.stored, StoredType::Int { .. }) {
+        return Err(invalid(
+            path,
+            format!(
+                "dataset '{ORDER_KEY}' has dtype {}; expected an integer type",
+                ds.stored
+            ),
+        ));
+    }
+    check_order(path, &ds.read_all_int()?, n)
 }
 
 // ------------------------------------------------------------------------------------------------
 // Reader
-
-/// Rows `start..start + count` of a dataset of `shape`, whole along every other axis.
-pub(crate) fn row_slab(start: usize, count: usize, shape: &[usize]) -> Hyperslab {
-    let mut dims = vec![SliceOrIndex::SliceCount {
-        start,
-        step: 1,
-        count,
-        block: 1,
-    }];
-    dims.extend(shape[1..].iter().map(|&d| SliceOrIndex::SliceCount {
-        start: 0,
-        step: 1,
-        count: d,
-        block: 1,
-    }));
-    Hyperslab::from(dims)
-}
 
 /// An opened, validated AVE-layout directory.
 pub struct AveDir {
@@ -746,6 +597,16 @@ impl AveDir {
 
     pub fn label_source(&self) -> Option<LabelSource> {
         self.labels.as_ref().map(|(s, _)| *s)
+    }
+
+    /// The largest event class (0..28, background excluded) labelled on any segment of `rows`.
+    pub fn max_event_class(&self, rows: &[usize]) -> Option<usize> {
+        let (_, classes) = self.labels.as_ref()?;
+        rows.iter()
+            .flat_map(|&r| &classes[r * T..(r + 1) * T])
+            .map(|&c| c as usize)
+            .filter(|&c| c != BACKGROUND)
+            .max()
     }
 
     /// Appends the visual features of `rows` (each row contiguous, `visual_shape()` elements, f32).
@@ -943,9 +804,7 @@ pub fn write_features<'a>(
     write_feature_file(&vpath, visual, visual_shape, dtype)?;
     write_feature_file(&apath, audio, audio_shape, dtype)?;
     match labels {
-        Some(l) => write_atomic(&lpath, |f| {
-            write_dataset(f, FEATURE_KEY, &[n, T, NUM_LABELS], l)
-        })?,
+        Some(l) => h5::write(&lpath, FEATURE_KEY, &[n, T, NUM_LABELS], l)?,
         None => remove_if_exists(&lpath)?,
     }
     for split in Split::ALL {
@@ -953,7 +812,7 @@ pub fn write_features<'a>(
         match orders.iter().find(|(s, _)| *s == split) {
             Some((_, idx)) => {
                 let v: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
-                write_atomic(&p, |f| write_dataset(f, ORDER_KEY, &[v.len()], &v))?;
+                h5::write(&p, ORDER_KEY, &[v.len()], &v)?;
             }
             None => remove_if_exists(&p)?,
         }
@@ -968,32 +827,17 @@ fn write_feature_file(
     dtype: FeatureDType,
 ) -> Result<(), DataError> {
     match (data, dtype) {
-        (FeatureSlice::F32(v), FeatureDType::F32) => {
-            write_atomic(path, |f| write_dataset(f, FEATURE_KEY, shape, v))
-        }
-        (FeatureSlice::F64(v), FeatureDType::F64) => {
-            write_atomic(path, |f| write_dataset(f, FEATURE_KEY, shape, v))
-        }
+        (FeatureSlice::F32(v), FeatureDType::F32) => h5::write(path, FEATURE_KEY, shape, v),
+        (FeatureSlice::F64(v), FeatureDType::F64) => h5::write(path, FEATURE_KEY, shape, v),
         (FeatureSlice::F32(v), FeatureDType::F64) => {
             let w: Vec<f64> = v.iter().map(|&x| x as f64).collect();
-            write_atomic(path, |f| write_dataset(f, FEATURE_KEY, shape, &w))
+            h5::write(path, FEATURE_KEY, shape, &w)
         }
         (FeatureSlice::F64(v), FeatureDType::F32) => {
             let w: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-            write_atomic(path, |f| write_dataset(f, FEATURE_KEY, shape, &w))
+            h5::write(path, FEATURE_KEY, shape, &w)
         }
     }
-}
-
-fn write_dataset<T: hdf5::H5Type>(
-    file: &hdf5::File,
-    key: &str,
-    shape: &[usize],
-    data: &[T],
-) -> hdf5::Result<()> {
-    let view = ndarray::ArrayView::from_shape(ndarray::IxDyn(shape), data)?;
-    file.new_dataset_builder().with_data(view).create(key)?;
-    Ok(())
 }
 
 fn remove_if_exists(path: &Path) -> Result<(), DataError> {
@@ -1006,37 +850,6 @@ fn remove_if_exists(path: &Path) -> Result<(), DataError> {
             source: e,
         }),
     }
-}
-
-/// Creates `path` via a temporary file in the same directory, then renames it into place.
-fn write_atomic(
-    path: &Path,
-    fill: impl FnOnce(&hdf5::File) -> hdf5::Result<()>,
-) -> Result<(), DataError> {
-    let tmp = path.with_file_name(format!(".{}.tmp-{}", file_name(path), std::process::id()));
-    let written = (|| {
-        let file = hdf5::File::create(&tmp)?;
-        fill(&file)?;
-        file.close()
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(DataError::Hdf5 {
-            path: path.to_path_buf(),
-            context: "cannot write HDF5 file".into(),
-            source: e,
-        });
-    }
-    let synced = fs::File::open(&tmp).and_then(|f| f.sync_all());
-    if let Err(e) = synced.and_then(|()| fs::rename(&tmp, path)) {
-        let _ = fs::remove_file(&tmp);
-        return Err(DataError::Io {
-            path: path.to_path_buf(),
-            what: "cannot move the written file into place",
-            source: e,
-        });
-    }
-    Ok(())
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1061,14 +874,10 @@ mod tests {
         let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/ave");
         for split in Split::ALL {
             let path = assets.join(split.order_file());
-            let file = hdf5::File::open(&path).unwrap();
-            let ds = file.dataset(ORDER_KEY).unwrap();
-            assert_eq!(
-                ds.dtype().unwrap().to_descriptor().unwrap().to_string(),
-                "int64"
-            );
+            let ds = h5::Dataset::open(&path, ORDER_KEY, "order").unwrap();
+            assert_eq!(ds.stored.to_string(), "int64");
             let lib: Vec<usize> = ds
-                .read_raw::<i64>()
+                .read_all_int()
                 .unwrap()
                 .into_iter()
                 .map(|x| x as usize)

@@ -3,4 +3,6 @@
 pub mod annotations;
 pub mod ave;
 pub mod batch;
+pub mod error;
+pub mod h5;
 pub mod synth;

@@ -84,7 +84,7 @@
 //! with audio, 58.88 % with the audio replaced by zeros, for v3).
 
 //! # Determinism
-//! Random numbers come from ChaCha8 (`rand_chacha`, portable) seeded with `seed`: stream 0 for the
+//! Random numbers come from ChaCha8 (`rand`'s `ChaCha8Rng`, portable) seeded with `seed`: stream 0 for the
 //! prototypes, stream `r + 1` for original AVE row `r`. Only IEEE basic arithmetic is used (the
 //! Gaussian draws are Irwin–Hall sums of four uniforms, no libm calls), so the same config gives
 //! byte-identical files on every machine, and a row's features depend only on
@@ -99,19 +99,19 @@
 //! `out_dir` already holds any file of the layout or `synth.json`: an existing dataset is never
 //! overwritten, neither partially nor completely — delete it first.
 
-use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rand_chacha::ChaCha8Rng;
-use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand::rngs::ChaCha8Rng;
+use rand::{Rng as _, SeedableRng};
 
 use super::annotations::{Annotation, BACKGROUND, NUM_CLASSES, T, builtin_annotations};
 use super::ave::{
     ANNOTATIONS_FILE, AUDIO_FILE, AVE_ROWS, DataError, FEATURE_KEY, FeatureDType, GRID,
-    LABELS_FILE, NUM_LABELS, ORDER_KEY, Split, VISUAL_FILE, builtin_order, row_slab,
+    LABELS_FILE, NUM_LABELS, ORDER_KEY, Split, VISUAL_FILE, builtin_order,
 };
+use super::h5::{self, FloatRowWriter};
 
 /// File describing the generator parameters, seed, summary and row provenance.
 pub const SYNTH_INFO_FILE: &str = "synth.json";
@@ -230,7 +230,7 @@ impl Default for SynthConfig {
 }
 
 /// What [`generate`] wrote: rows per split and segment counts per kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct SynthSummary {
     pub rows: usize,
     pub train: usize,
@@ -382,13 +382,7 @@ fn write_all(staging: &Path, out_dir: &Path, cfg: &SynthConfig) -> Result<SynthS
     )?;
     for (split, order) in Split::ALL.iter().zip(&sel.orders) {
         let v: Vec<i64> = order.iter().map(|&i| i as i64).collect();
-        write_small_h5(
-            &staging.join(split.order_file()),
-            &out_dir.join(split.order_file()),
-            ORDER_KEY,
-            &[v.len()],
-            &v,
-        )?;
+        h5::write(&staging.join(split.order_file()), ORDER_KEY, &[v.len()], &v)?;
     }
     let mut labels = vec![0.0f32; n * T * NUM_LABELS];
     for (i, a) in anns.iter().enumerate() {
@@ -396,9 +390,8 @@ fn write_all(staging: &Path, out_dir: &Path, cfg: &SynthConfig) -> Result<SynthS
             labels[(i * T + t) * NUM_LABELS + c] = 1.0;
         }
     }
-    write_small_h5(
+    h5::write(
         &staging.join(LABELS_FILE),
-        &out_dir.join(LABELS_FILE),
         FEATURE_KEY,
         &[n, T, NUM_LABELS],
         &labels,
@@ -407,17 +400,18 @@ fn write_all(staging: &Path, out_dir: &Path, cfg: &SynthConfig) -> Result<SynthS
     // Features, CHUNK_ROWS rows at a time.
     let vrow = T * CELLS * cfg.visual_dim;
     let arow = T * cfg.audio_dim;
-    let mut vis = StreamWriter::create(
+    let f64 = cfg.dtype == FeatureDType::F64;
+    let mut vis = FloatRowWriter::create(
         &staging.join(VISUAL_FILE),
-        out_dir.join(VISUAL_FILE),
+        FEATURE_KEY,
         &[n, T, GRID, GRID, cfg.visual_dim],
-        cfg.dtype,
+        f64,
     )?;
-    let mut aud = StreamWriter::create(
+    let mut aud = FloatRowWriter::create(
         &staging.join(AUDIO_FILE),
-        out_dir.join(AUDIO_FILE),
+        FEATURE_KEY,
         &[n, T, cfg.audio_dim],
-        cfg.dtype,
+        f64,
     )?;
     let mut summary = SynthSummary {
         rows: n,
@@ -888,169 +882,91 @@ fn write_file(tmp: &Path, final_path: PathBuf, bytes: &[u8]) -> Result<(), DataE
     })
 }
 
-fn h5_error(path: &Path, context: &str) -> impl FnOnce(hdf5::Error) -> DataError {
-    let (path, context) = (path.to_path_buf(), context.to_string());
-    move |source| DataError::Hdf5 {
-        path,
-        context,
-        source,
-    }
+/// Content of [`SYNTH_INFO_FILE`]: the generator's parameters, seed, summary and provenance
+/// (fields in this order in the file).
+#[derive(serde::Serialize)]
+struct SynthInfo<'a> {
+    generator: &'static str,
+    format_version: u32,
+    seed: u64,
+    videos: usize,
+    noise: f32,
+    visual_dim: usize,
+    audio_dim: usize,
+    dtype: String,
+    rng: &'static str,
+    background_kind_probabilities: BackgroundKinds,
+    amplitudes: Amplitudes,
+    noise_scales_at_noise_1: NoiseScales,
+    summary: &'a SynthSummary,
+    original_rows: &'a [usize],
 }
 
-/// Writes one whole dataset `key` into a new HDF5 file (layout as `ave::write_features`).
-fn write_small_h5<V: hdf5::H5Type>(
-    tmp: &Path,
-    final_path: &Path,
-    key: &str,
-    shape: &[usize],
-    data: &[V],
-) -> Result<(), DataError> {
-    (|| {
-        let file = hdf5::File::create(tmp)?;
-        let view = ndarray::ArrayView::from_shape(ndarray::IxDyn(shape), data)?;
-        file.new_dataset_builder().with_data(view).create(key)?;
-        file.close()
-    })()
-    .map_err(h5_error(final_path, "cannot write HDF5 file"))
+#[derive(serde::Serialize)]
+struct BackgroundKinds {
+    off_screen_sound: f32,
+    silent_object: f32,
+    neither: f32,
 }
 
-/// A feature file written row-chunk by row-chunk: a contiguous dataset `avadataset` created with
-/// its full shape, filled by hyperslab writes.
-struct StreamWriter {
-    // Field order: the dataset handle is closed before the file.
-    ds: hdf5::Dataset,
-    file: hdf5::File,
-    /// Final path (named in errors).
-    path: PathBuf,
-    shape: Vec<usize>,
-    dtype: FeatureDType,
-    next_row: usize,
-    f64_buf: Vec<f64>,
+#[derive(serde::Serialize)]
+struct Amplitudes {
+    visual_prototype: f32,
+    audio_prototype: f32,
+    visual_distractor: f32,
+    gain_range: [f32; 2],
+    segment_jitter_range: [f32; 2],
+    blob_cells: [usize; 2],
+    p_drift: f32,
 }
 
-impl StreamWriter {
-    fn create(
-        tmp: &Path,
-        path: PathBuf,
-        shape: &[usize],
-        dtype: FeatureDType,
-    ) -> Result<Self, DataError> {
-        let (file, ds) = (|| {
-            let file = hdf5::File::create(tmp)?;
-            let builder = file.new_dataset_builder();
-            let builder = match dtype {
-                FeatureDType::F32 => builder.empty::<f32>(),
-                FeatureDType::F64 => builder.empty::<f64>(),
-            };
-            let ds = builder
-                .fill_time(hdf5::plist::dataset_create::FillTime::Never)
-                .shape(shape)
-                .create(FEATURE_KEY)?;
-            Ok((file, ds))
-        })()
-        .map_err(h5_error(&path, "cannot create HDF5 file"))?;
-        Ok(StreamWriter {
-            ds,
-            file,
-            path,
-            shape: shape.to_vec(),
-            dtype,
-            next_row: 0,
-            f64_buf: Vec::new(),
-        })
-    }
-
-    /// Writes the next whole rows (`data.len()` a multiple of the row length).
-    fn write_rows(&mut self, data: &[f32]) -> Result<(), DataError> {
-        let row_len: usize = self.shape[1..].iter().product();
-        let count = data.len() / row_len;
-        assert_eq!(count * row_len, data.len());
-        assert!(self.next_row + count <= self.shape[0]);
-        let slab = row_slab(self.next_row, count, &self.shape);
-        let mut mem_shape = vec![count];
-        mem_shape.extend_from_slice(&self.shape[1..]);
-        let context = format!(
-            "cannot write rows {}..{} of dataset '{FEATURE_KEY}'",
-            self.next_row,
-            self.next_row + count
-        );
-        let res = match self.dtype {
-            FeatureDType::F32 => ndarray::ArrayView::from_shape(ndarray::IxDyn(&mem_shape), data)
-                .map_err(hdf5::Error::from)
-                .and_then(|v| self.ds.write_slice(v, slab)),
-            FeatureDType::F64 => {
-                self.f64_buf.clear();
-                self.f64_buf.extend(data.iter().map(|&x| x as f64));
-                ndarray::ArrayView::from_shape(ndarray::IxDyn(&mem_shape), &self.f64_buf[..])
-                    .map_err(hdf5::Error::from)
-                    .and_then(|v| self.ds.write_slice(v, slab))
-            }
-        };
-        res.map_err(h5_error(&self.path, &context))?;
-        self.next_row += count;
-        Ok(())
-    }
-
-    fn finish(self) -> Result<(), DataError> {
-        assert_eq!(self.next_row, self.shape[0], "not all rows written");
-        let StreamWriter { ds, file, path, .. } = self;
-        drop(ds);
-        file.close()
-            .map_err(h5_error(&path, "cannot finish HDF5 file"))
-    }
+#[derive(serde::Serialize)]
+struct NoiseScales {
+    visual_clutter: f32,
+    visual_scene_weight: f32,
+    visual_fresh_weight: f32,
+    audio_noise: f32,
+    audio_background_weight: f32,
+    audio_fresh_weight: f32,
 }
 
-/// Content of [`SYNTH_INFO_FILE`] (hand-written JSON, stable key order).
 fn synth_info(cfg: &SynthConfig, s: &SynthSummary, rows: &[usize]) -> String {
-    let mut j = String::new();
-    let _ = writeln!(j, "{{");
-    let _ = writeln!(
-        j,
-        "  \"generator\": \"cace-net src/data/synth.rs (synthetic AVE layout)\","
-    );
-    let _ = writeln!(j, "  \"format_version\": 1,");
-    let _ = writeln!(j, "  \"seed\": {},", cfg.seed);
-    let _ = writeln!(j, "  \"videos\": {},", cfg.videos);
-    let _ = writeln!(j, "  \"noise\": {},", cfg.noise);
-    let _ = writeln!(j, "  \"visual_dim\": {},", cfg.visual_dim);
-    let _ = writeln!(j, "  \"audio_dim\": {},", cfg.audio_dim);
-    let _ = writeln!(j, "  \"dtype\": \"{}\",", cfg.dtype);
-    let _ = writeln!(
-        j,
-        "  \"rng\": \"ChaCha8 seed_from_u64(seed); stream 0 = prototypes, stream r+1 = original AVE row r\","
-    );
-    let _ = writeln!(
-        j,
-        "  \"background_kind_probabilities\": {{\"off_screen_sound\": {}, \"silent_object\": {}, \"neither\": {:.2}}},",
-        P_OFF_SCREEN,
-        P_SILENT,
-        1.0 - P_OFF_SCREEN - P_SILENT
-    );
-    let _ = writeln!(
-        j,
-        "  \"amplitudes\": {{\"visual_prototype\": {VISUAL_AMP}, \"audio_prototype\": {AUDIO_AMP}, \"visual_distractor\": {DISTRACTOR_AMP}, \"gain_range\": [{GAIN_LO}, {GAIN_HI}], \"segment_jitter_range\": [{JITTER_LO}, {JITTER_HI}], \"blob_cells\": [{BLOB_MIN}, {BLOB_MAX}], \"p_drift\": {P_DRIFT}}},"
-    );
-    let _ = writeln!(
-        j,
-        "  \"noise_scales_at_noise_1\": {{\"visual_clutter\": {VISUAL_CLUTTER}, \"visual_scene_weight\": {SCENE_W}, \"visual_fresh_weight\": {FRESH_W}, \"audio_noise\": {AUDIO_NOISE}, \"audio_background_weight\": {AUDIO_BG_W}, \"audio_fresh_weight\": {AUDIO_FRESH_W}}},"
-    );
-    let _ = writeln!(
-        j,
-        "  \"summary\": {{\"rows\": {}, \"train\": {}, \"val\": {}, \"test\": {}, \"event_segments\": {}, \"background_segments\": {}, \"off_screen_sound\": {}, \"silent_object\": {}, \"neither\": {}}},",
-        s.rows,
-        s.train,
-        s.val,
-        s.test,
-        s.event_segments,
-        s.background_segments,
-        s.off_screen_sound,
-        s.silent_object,
-        s.neither
-    );
-    let list: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
-    let _ = writeln!(j, "  \"original_rows\": [{}]", list.join(", "));
-    let _ = writeln!(j, "}}");
-    j
+    let info = SynthInfo {
+        generator: "cace-net src/data/synth.rs (synthetic AVE layout)",
+        format_version: 1,
+        seed: cfg.seed,
+        videos: cfg.videos,
+        noise: cfg.noise,
+        visual_dim: cfg.visual_dim,
+        audio_dim: cfg.audio_dim,
+        dtype: cfg.dtype.to_string(),
+        rng: "ChaCha8 seed_from_u64(seed); stream 0 = prototypes, stream r+1 = original AVE row r",
+        background_kind_probabilities: BackgroundKinds {
+            off_screen_sound: P_OFF_SCREEN,
+            silent_object: P_SILENT,
+            neither: (100.0 * (1.0 - P_OFF_SCREEN - P_SILENT)).round() / 100.0,
+        },
+        amplitudes: Amplitudes {
+            visual_prototype: VISUAL_AMP,
+            audio_prototype: AUDIO_AMP,
+            visual_distractor: DISTRACTOR_AMP,
+            gain_range: [GAIN_LO, GAIN_HI],
+            segment_jitter_range: [JITTER_LO, JITTER_HI],
+            blob_cells: [BLOB_MIN, BLOB_MAX],
+            p_drift: P_DRIFT,
+        },
+        noise_scales_at_noise_1: NoiseScales {
+            visual_clutter: VISUAL_CLUTTER,
+            visual_scene_weight: SCENE_W,
+            visual_fresh_weight: FRESH_W,
+            audio_noise: AUDIO_NOISE,
+            audio_background_weight: AUDIO_BG_W,
+            audio_fresh_weight: AUDIO_FRESH_W,
+        },
+        summary: s,
+        original_rows: rows,
+    };
+    serde_json::to_string_pretty(&info).expect("plain data serialises") + "\n"
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1670,9 +1586,10 @@ mod tests {
                 ]
             );
             let info = fs::read_to_string(out.join(SYNTH_INFO_FILE)).unwrap();
-            let list: Vec<String> = sel.rows.iter().map(|r| r.to_string()).collect();
-            assert!(info.contains(&format!("\"original_rows\": [{}]", list.join(", "))));
-            assert!(info.contains("\"seed\": 7,"));
+            let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+            assert_eq!(info["original_rows"], serde_json::json!(sel.rows));
+            assert_eq!(info["seed"], 7);
+            assert_eq!(info["background_kind_probabilities"]["silent_object"], 0.45);
         }
         let _ = fs::remove_dir_all(&dir);
     }

@@ -57,9 +57,11 @@ pub const SECOND_TOLERANCE: f64 = 0.1;
 
 /// The error of every decoding function when the crate was built without the `video` feature.
 pub const NOT_BUILT: &str = "this build of cace cannot decode video: it was built without the \
-    `video` cargo feature. Install the FFmpeg development packages (Debian/Ubuntu: libavcodec-dev \
-    libavformat-dev libavutil-dev libswscale-dev libswresample-dev clang libclang-dev pkg-config) \
-    and rebuild with default features (`cargo build --release`, or add `--features video`)";
+    optional `video` cargo feature. Install the FFmpeg development packages once (Debian/Ubuntu: \
+    `apt-get install -y pkg-config libavcodec-dev libavformat-dev libavutil-dev libswscale-dev \
+    libswresample-dev clang libclang-dev`), then rebuild with the feature: \
+    `cargo install --path . --features video`, or run `cargo run --release --features video -- ...` \
+    (README: \"Your own videos\")";
 
 /// Whether this build can decode video (the `video` feature).
 pub const fn available() -> bool {

@@ -58,7 +58,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::{WINDOW, WindowFeatures, encode_clip, encoder_shapes};
-use crate::data::ave::{AUDIO_FILE, FEATURE_KEY, ORDER_KEY, Split, VISUAL_FILE, row_slab};
+use crate::data::ave::{AUDIO_FILE, FEATURE_KEY, ORDER_KEY, Split, VISUAL_FILE};
+use crate::data::h5;
 use crate::encoders::{AudioEncoder, FrameEncoder};
 
 /// File extensions taken from a `--videos DIR` (lower case).
@@ -327,14 +328,10 @@ fn path_str(p: &Path) -> String {
 }
 
 fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_name(path);
-    let mut f = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))
+    crate::fsutil::write_atomic(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Staged files' temporary name (`.NAME.tmp`: cleaned up on resume).
 fn tmp_name(path: &Path) -> PathBuf {
     let name = path
         .file_name()
@@ -510,7 +507,7 @@ impl StageWriter {
         }
         file.sync_all()
             .with_context(|| format!("writing {}", self.tmp.display()))?;
-        fs::rename(&self.tmp, &self.dest)
+        crate::fsutil::rename_durable(&self.tmp, &self.dest)
             .with_context(|| format!("renaming {} into place", self.tmp.display()))
     }
 }
@@ -526,26 +523,10 @@ fn kill_self() -> ! {
 // HDF5 assembly
 
 /// Writes `visual_feature.h5` and `audio_feature.h5` row by row (float32, contiguous) under
-/// temporary names; `finish` renames them into place.
+/// temporary names; `finish` moves them into place.
 struct FeatureWriter {
-    visual: (PathBuf, PathBuf, hdf5::File, hdf5::Dataset, Vec<usize>),
-    audio: (PathBuf, PathBuf, hdf5::File, hdf5::Dataset, Vec<usize>),
-    next: usize,
-}
-
-fn create_h5(
-    dest: PathBuf,
-    shape: Vec<usize>,
-) -> Result<(PathBuf, PathBuf, hdf5::File, hdf5::Dataset, Vec<usize>)> {
-    let tmp = tmp_name(&dest);
-    let ctx = || format!("creating {}", tmp.display());
-    let file = hdf5::File::create(&tmp).with_context(ctx)?;
-    let ds = file
-        .new_dataset::<f32>()
-        .shape(shape.clone())
-        .create(FEATURE_KEY)
-        .with_context(ctx)?;
-    Ok((tmp, dest, file, ds, shape))
+    visual: h5::RowWriter<f32>,
+    audio: h5::RowWriter<f32>,
 }
 
 impl FeatureWriter {
@@ -553,58 +534,37 @@ impl FeatureWriter {
         let mut vshape = vec![rows, WINDOW];
         vshape.extend_from_slice(visual_shape);
         Ok(Self {
-            visual: create_h5(dir.join(VISUAL_FILE), vshape)?,
-            audio: create_h5(dir.join(AUDIO_FILE), vec![rows, WINDOW, audio_dim])?,
-            next: 0,
+            visual: h5::RowWriter::create(&dir.join(VISUAL_FILE), FEATURE_KEY, &vshape)?,
+            audio: h5::RowWriter::create(
+                &dir.join(AUDIO_FILE),
+                FEATURE_KEY,
+                &[rows, WINDOW, audio_dim],
+            )?,
         })
     }
 
     fn push(&mut self, visual: &[f32], audio: &[f32]) -> Result<()> {
-        for ((tmp, _, _, ds, shape), data) in [(&self.visual, visual), (&self.audio, audio)] {
-            let mut row_shape = shape.clone();
-            row_shape[0] = 1;
-            let view = ndarray::ArrayView::from_shape(ndarray::IxDyn(&row_shape), data)?;
-            ds.write_slice(view, row_slab(self.next, 1, shape))
-                .with_context(|| format!("writing row {} of {}", self.next, tmp.display()))?;
-        }
-        self.next += 1;
+        self.visual.write_rows(visual)?;
+        self.audio.write_rows(audio)?;
         Ok(())
     }
 
     fn finish(self) -> Result<()> {
-        for (tmp, dest, file, ds, shape) in [self.visual, self.audio] {
-            if self.next != shape[0] {
-                bail!(
-                    "{}: wrote {} of {} rows",
-                    tmp.display(),
-                    self.next,
-                    shape[0]
-                );
-            }
-            drop(ds);
-            file.close()
-                .with_context(|| format!("closing {}", tmp.display()))?;
-            fs::File::open(&tmp).and_then(|f| f.sync_all())?;
-            fs::rename(&tmp, &dest)
-                .with_context(|| format!("renaming {} into place", tmp.display()))?;
-        }
+        self.visual.finish()?;
+        self.audio.finish()?;
         Ok(())
     }
 }
 
 fn write_order(dir: &Path, rows: usize) -> Result<()> {
-    let dest = dir.join(Split::Test.order_file());
-    let tmp = tmp_name(&dest);
     let order: Vec<i64> = (0..rows as i64).collect();
-    (|| -> hdf5::Result<()> {
-        let file = hdf5::File::create(&tmp)?;
-        file.new_dataset_builder()
-            .with_data(&ndarray::Array1::from(order))
-            .create(ORDER_KEY)?;
-        file.close()
-    })()
-    .with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, &dest).with_context(|| format!("renaming {} into place", tmp.display()))
+    h5::write(
+        &dir.join(Split::Test.order_file()),
+        ORDER_KEY,
+        &[rows],
+        &order,
+    )?;
+    Ok(())
 }
 
 /// One line of `index.tsv`.
@@ -1086,13 +1046,16 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<ExtractReport> {
     if rows == 0 {
         bail!("no video in the shards was extracted");
     }
-    let open = |dir: &Path, file: &str| -> Result<(hdf5::File, hdf5::Dataset)> {
-        let path = dir.join(file);
-        let f = hdf5::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let ds = f
-            .dataset(FEATURE_KEY)
-            .with_context(|| format!("{}: no dataset {FEATURE_KEY}", path.display()))?;
-        Ok((f, ds))
+    let open = |dir: &Path, file: &str| -> Result<h5::Dataset> {
+        let ds = h5::Dataset::open(&dir.join(file), FEATURE_KEY, "shard features")?;
+        if ds.stored != h5::StoredType::Float(4) {
+            bail!(
+                "{}: features stored as {}, expected float32",
+                ds.path.display(),
+                ds.stored
+            );
+        }
+        Ok(ds)
     };
     let files: Vec<_> = shards
         .iter()
@@ -1105,14 +1068,8 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<ExtractReport> {
         first.encoder.audio_dim,
     )?;
     for (k, r) in sources {
-        let ((_, vds), (_, ads)) = &files[k];
-        let read = |ds: &hdf5::Dataset| -> Result<Vec<f32>> {
-            let arr = ds
-                .read_slice::<f32, _, ndarray::IxDyn>(row_slab(r, 1, &ds.shape()))
-                .with_context(|| format!("reading row {r} of {}", shards[k].display()))?;
-            Ok(arr.into_raw_vec_and_offset().0)
-        };
-        writer.push(&read(vds)?, &read(ads)?)?;
+        let (vds, ads) = &files[k];
+        writer.push(&vds.read_rows::<f32>(r, 1)?, &ads.read_rows::<f32>(r, 1)?)?;
     }
     writer.finish()?;
     write_order(out, rows)?;

@@ -3,32 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "cace-data-test-{}-{}-{}",
-            tag,
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh directory under the system temp dir (named after `tag`), removed on drop.
+pub fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("cace-test-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// `shared/data/ave` (env `CACE_SHARED_DIR`, default `<CARGO_MANIFEST_DIR>/../shared`), or
@@ -47,11 +27,13 @@ pub fn shared_ave_dir() -> Option<PathBuf> {
 }
 
 /// Writes (replacing) an HDF5 file holding one dataset, bypassing the crate's writer checks.
-pub fn put<T: hdf5::H5Type>(path: &Path, key: &str, shape: &[usize], data: &[T]) {
+pub fn put<T: rust_hdf5::H5Type>(path: &Path, key: &str, shape: &[usize], data: &[T]) {
     let _ = std::fs::remove_file(path);
-    let f = hdf5::File::create(path).unwrap();
-    let a = ndarray::ArrayView::from_shape(ndarray::IxDyn(shape), data).unwrap();
-    f.new_dataset_builder().with_data(a).create(key).unwrap();
+    let f = rust_hdf5::H5File::create(path).unwrap();
+    let ds = f.new_dataset::<T>().shape(shape).create(key).unwrap();
+    ds.write_raw(data).unwrap();
+    drop(ds);
+    f.close().unwrap();
 }
 
 /// Deterministic pseudo-random values (no rand dependency), exactly representable as f32
