@@ -4,6 +4,7 @@
 //! batches) → [`model`] (AVCA → temporal encoder → relation attention → head with BECE) →
 //! [`loss`] and [`metric`] → [`train`] (objective, schedule, [`optim`], resumable runs) and
 //! [`inference`]; [`checkpoint`] reads official `.pth.tar` files and our native format.
+//! `REFERENCE §N` in comments means section N of `docs/REFERENCE.md` (notes on the official code).
 
 pub mod ablate;
 pub mod bench;
