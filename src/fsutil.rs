@@ -27,6 +27,12 @@ pub fn is_special(path: &Path) -> bool {
 
 /// Replaces `path` with `bytes` atomically and durably; writes through special files.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    if path.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::IsADirectory,
+            "is a directory (a file path is needed)",
+        ));
+    }
     if is_special(path) {
         let mut f = fs::OpenOptions::new().write(true).open(path)?;
         return f.write_all(bytes).and_then(|()| f.flush());

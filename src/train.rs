@@ -347,6 +347,96 @@ fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
         .collect()
 }
 
+/// What is wrong with the splits but does not stop training: no or an empty val split (no
+/// honest model selection), val/test rows that are also training rows.
+fn split_warnings(train: &[usize], val: Option<&[usize]>, test: Option<&[usize]>) -> Vec<String> {
+    let mut out = Vec::new();
+    match val {
+        None => out.push("no val split: best/ will be the last epoch, not a selected one".into()),
+        Some([]) => out.push("the val split is empty: best/ will be the last epoch".into()),
+        Some(_) => {}
+    }
+    let train: std::collections::HashSet<usize> = train.iter().copied().collect();
+    for (name, rows) in [("val", val), ("test", test)] {
+        let shared = rows
+            .unwrap_or(&[])
+            .iter()
+            .filter(|r| train.contains(r))
+            .count();
+        if shared > 0 {
+            out.push(format!(
+                "{shared} {name} rows are also training rows: {name} accuracy is not held-out"
+            ));
+        }
+    }
+    out
+}
+
+/// The dotted names of the fields where two configs differ (`model.psi`, `epochs`).
+fn config_diff(a: &TrainConfig, b: &TrainConfig) -> Vec<String> {
+    fn walk(a: &serde_json::Value, b: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                for (k, v) in x {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(v, y.get(k).unwrap_or(&serde_json::Value::Null), &p, out);
+                }
+            }
+            _ if a != b => out.push(path.to_string()),
+            _ => {}
+        }
+    }
+    let (a, b) = (serde_json::to_value(a), serde_json::to_value(b));
+    let mut out = Vec::new();
+    walk(
+        &a.expect("config serialises"),
+        &b.expect("config serialises"),
+        "",
+        &mut out,
+    );
+    out
+}
+
+/// `--resume` continues the saved run with the same config; the one change allowed is more
+/// `epochs` (extending a run) when BECE's start epoch stays where it was. The saved config is
+/// then updated.
+fn check_resumable(run: &Path, cfg: &TrainConfig) -> Result<()> {
+    let file = run.join(CONFIG_FILE);
+    let saved: TrainConfig = fs::read(&file)
+        .map_err(anyhow::Error::from)
+        .and_then(|b| Ok(serde_json::from_slice(&b)?))
+        .with_context(|| format!("{}: unreadable saved config", file.display()))?;
+    let diff = config_diff(&saved, cfg);
+    if diff.is_empty() {
+        return Ok(());
+    }
+    let extends = diff == ["epochs"] && cfg.epochs > saved.epochs;
+    if extends && cfg.bece_start() == saved.bece_start() {
+        return native::write_atomic(&file, serde_json::to_string_pretty(cfg)?.as_bytes());
+    }
+    if extends {
+        bail!(
+            "{}: extending the run to {} epochs would move BECE's start from epoch {} to {}; \
+             set \"bece_start_epoch\": {} in the config to keep it",
+            run.display(),
+            cfg.epochs,
+            saved.bece_start(),
+            cfg.bece_start(),
+            saved.bece_start()
+        );
+    }
+    bail!(
+        "{}: --resume needs the training config of the saved run ({}); these fields differ: {}",
+        run.display(),
+        file.display(),
+        diff.join(", ")
+    )
+}
+
 /// Trains one run; returns its report.
 pub fn train(opts: &RunOptions) -> Result<Report> {
     let cfg = &opts.config;
@@ -382,6 +472,11 @@ pub fn train(opts: &RunOptions) -> Result<Report> {
     if train_rows.is_empty() {
         bail!("{}: the train split is empty", data.dir().display());
     }
+    for w in split_warnings(&train_rows, val_rows.as_deref(), test_rows.as_deref()) {
+        eprintln!("warning: {}: {w}", data.dir().display());
+    }
+    // An empty val split selects nothing: treated as absent (best/ = the last epoch).
+    let val_rows = val_rows.filter(|v| !v.is_empty());
     let mut needed = train_rows.clone();
     needed.extend(val_rows.iter().flatten());
     needed.extend(test_rows.iter().flatten());
@@ -425,18 +520,14 @@ pub fn train(opts: &RunOptions) -> Result<Report> {
     // Fresh or resumed state.
     let (mut model, mut adam, mut state) = match existing.filter(|_| opts.resume) {
         Some(dir) => {
-            let saved: TrainConfig = serde_json::from_slice(&fs::read(run.join(CONFIG_FILE))?)
-                .with_context(|| format!("{}: bad config", run.join(CONFIG_FILE).display()))?;
-            if &saved != cfg {
-                bail!(
-                    "{}: --resume needs the same training config as the saved run ({})",
-                    run.display(),
-                    run.join(CONFIG_FILE).display()
-                );
-            }
+            check_resumable(run, cfg)?;
             let loaded = checkpoint::load(&dir, Some(cfg.model.clone()), &device)?;
             let adam = load_optimizer(&dir.join(OPTIMIZER_FILE), cfg.adam.clone(), &base)?;
-            let state: RunState = serde_json::from_slice(&fs::read(dir.join(STATE_FILE))?)?;
+            let state_file = dir.join(STATE_FILE);
+            let state: RunState = fs::read(&state_file)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| Ok(serde_json::from_slice(&b)?))
+                .with_context(|| format!("{}: unreadable run state", state_file.display()))?;
             (loaded.model, adam, state)
         }
         None => {

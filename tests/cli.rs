@@ -17,6 +17,11 @@ fn cace(args: &[&str]) -> (bool, String, String) {
         .args(args)
         .output()
         .expect("run cace");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("panicked at") && !err.contains("internal error"),
+        "cace {args:?} panicked (a bug): {err}"
+    );
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -392,4 +397,64 @@ fn feature_width_mismatch_is_an_error_not_a_panic() {
         }
         assert!(!out.exists());
     }
+}
+
+/// `predict --out` naming a directory: an error saying so, no stray temporary file; `--json`
+/// on a FIFO is written through, the FIFO stays a FIFO (issue #13, bug 3).
+#[cfg(unix)]
+#[test]
+#[cfg_attr(
+    golden_absent,
+    ignore = "golden vectors not found: set CACE_GOLDEN_DIR or add ../shared/golden"
+)]
+fn outputs_onto_directories_and_fifos() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tmp("special-out");
+    let data = dir.join("ave");
+    golden_dataset(&data);
+    let ckpt = golden_ckpt();
+    let outdir = dir.join("already-a-dir");
+    std::fs::create_dir_all(&outdir).unwrap();
+    let (ok, _, stderr) = cace(&[
+        "predict",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        outdir.to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("is a directory"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&outdir).unwrap().count(), 0);
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains("tmp")), "{names:?}");
+
+    let fifo = dir.join("eval.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    let (ok, _, stderr) = cace(&[
+        "eval",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+        fifo.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let json: Value = serde_json::from_str(&reader.join().unwrap()).unwrap();
+    assert!(json["accuracy"].is_number(), "{json}");
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
 }

@@ -328,6 +328,11 @@ fn cace(args: &[&str]) -> (bool, String, String) {
         .args(args)
         .output()
         .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("panicked at") && !err.contains("internal error"),
+        "cace {args:?} panicked (a bug): {err}"
+    );
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

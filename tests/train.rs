@@ -17,7 +17,13 @@ fn cace(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     for (k, v) in env {
         c.env(k, v);
     }
-    c.output().expect("run cace")
+    let out = c.output().expect("run cace");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("panicked at") && !err.contains("internal error"),
+        "cace {args:?} panicked (a bug): {err}"
+    );
+    out
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -409,4 +415,85 @@ fn bad_config_fields_are_named_before_anything_is_written() {
             "{json}: wrote the config"
         );
     }
+}
+
+/// Weak spots of issue #13: each answered with a clear message, nothing saved is lost.
+#[test]
+fn resume_names_differing_fields_extends_runs_and_checks_seeds_first() {
+    let dir = tmp("resume-cfg");
+    let data = dir.join("data");
+    tiny_dataset(&data);
+    let cfg = config(&dir); // 3 epochs, bece_start_epoch 1
+    let run = dir.join("run");
+    assert!(train(&data, &run, &cfg, &[], &[]).status.success());
+
+    // A different config: the error names the fields.
+    let other = dir.join("other.json");
+    std::fs::write(&other, r#"{"epochs": 3, "batch_size": 4, "eval_batch_size": 8, "bece_start_epoch": 1, "seed": 11, "model": {"psi": 0.2}}"#).unwrap();
+    let out = train(&data, &run, &other, &["--resume"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("batch_size") && err.contains("model.psi"),
+        "{err}"
+    );
+
+    // More epochs extends the finished run: 3 + 2 metric lines, the first 3 unchanged.
+    let before = metrics(&run);
+    let out = train(&data, &run, &cfg, &["--resume", "--epochs", "5"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = metrics(&run);
+    assert_eq!(after.len(), 5);
+    assert_eq!(after[..3], before[..]);
+
+    // A truncated state.json is named.
+    let state = run.join("last/state.json");
+    let text = std::fs::read(&state).unwrap();
+    std::fs::write(&state, &text[..text.len() / 2]).unwrap();
+    let out = train(&data, &run, &cfg, &["--resume", "--epochs", "6"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("last/state.json"), "{err}");
+
+    // Duplicate seeds are refused before any training.
+    let seeds = dir.join("seeds");
+    let out = train(&data, &seeds, &cfg, &["--seeds", "1,2,1"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("seed 1 twice"),
+        "{err}"
+    );
+    assert!(!seeds.exists(), "trained before checking the seeds");
+}
+
+/// Val/test rows that are training rows, and an empty val split, are warned about (issue #13).
+#[test]
+fn overlapping_and_empty_splits_are_warned_about() {
+    let dir = tmp("splits");
+    let data = dir.join("data");
+    tiny_dataset(&data);
+    let cfg = dir.join("one.json");
+    std::fs::write(
+        &cfg,
+        r#"{"epochs": 1, "batch_size": 5, "eval_batch_size": 8}"#,
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(data.join("test_order.h5"));
+    cace_net::data::h5::write(&data.join("test_order.h5"), "order", &[2], &[0i64, 1]).unwrap();
+    let _ = std::fs::remove_file(data.join("val_order.h5"));
+    cace_net::data::h5::write::<i64>(&data.join("val_order.h5"), "order", &[0], &[]).unwrap();
+    let run = dir.join("run");
+    let out = train(&data, &run, &cfg, &[], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("2 test rows are also training rows"), "{err}");
+    assert!(err.contains("the val split is empty"), "{err}");
+    assert!(
+        run.join("best/model.safetensors").exists(),
+        "no best/ without val"
+    );
 }

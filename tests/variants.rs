@@ -155,10 +155,17 @@ fn state_dict_sizes_of_the_official_variants() {
 
 /// Runs `cace` with `args` (paths or strings).
 fn cace<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_cace"))
+    let out = Command::new(env!("CARGO_BIN_EXE_cace"))
         .args(args)
         .output()
-        .expect("run cace")
+        .expect("run cace");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let shown: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
+    assert!(
+        !err.contains("panicked at") && !err.contains("internal error"),
+        "cace {shown:?} panicked (a bug): {err}"
+    );
+    out
 }
 
 /// [`cace`], which must succeed; the panic shows `what` and its stderr.

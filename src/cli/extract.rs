@@ -67,7 +67,7 @@ pub fn run(a: Args) -> Result<()> {
     if !a.merge.is_empty() {
         let report = merge_shards(&a.merge, &a.out)?;
         print_report(&report);
-        return Ok(());
+        return fail_if_any_failed(&report);
     }
     let (Some(videos), Some(weights)) = (a.videos, a.weights) else {
         bail!("--videos and --weights are required");
@@ -87,5 +87,20 @@ pub fn run(a: Args) -> Result<()> {
     };
     let report = extract_dataset(&opts, &mut || load_encoders(a.encoders, &weights, &device))?;
     print_report(&report);
+    fail_if_any_failed(&report)
+}
+
+/// The rule `extract` and `predict --video` share: what succeeded is written, and the exit
+/// status is 1 when any video failed, so scripts notice partial results.
+fn fail_if_any_failed(r: &cace_net::extract::dataset::ExtractReport) -> Result<()> {
+    if !r.failed.is_empty() {
+        bail!(
+            "{} of {} videos failed (listed above and in {}); the others are in {}",
+            r.failed.len(),
+            r.videos,
+            r.out.join(INDEX_FILE).display(),
+            r.out.display()
+        );
+    }
     Ok(())
 }

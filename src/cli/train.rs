@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use cace_net::device::parse_device;
 use cace_net::train::{self, Report, RunOptions, TrainConfig};
 
@@ -65,6 +65,14 @@ pub fn run(a: Args) -> Result<()> {
         config.batch_size = b;
     }
     config.zero_audio |= a.zero_audio;
+    if let Some(s) = a
+        .seeds
+        .iter()
+        .find(|s| a.seeds.iter().filter(|t| t == s).count() > 1)
+    {
+        bail!("--seeds lists seed {s} twice");
+    }
+    config.validate()?;
     let device = parse_device(&a.device)?;
     if a.seeds.is_empty() {
         let report = train::train(&RunOptions {
