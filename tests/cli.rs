@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cace_net::checkpoint::pth::StoredDType as DType;
+use cace_net::checkpoint::pth::DType;
 use cace_net::checkpoint::{native, pth};
 use cace_net::data::ave::{FeatureDType, Split, write_features};
 use common::golden::{assert_close, checkpoint as golden_ckpt, golden};
