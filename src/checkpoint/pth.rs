@@ -493,6 +493,21 @@ mod tests {
         assert!(msg.contains("evil_eval_legacy.pth"), "{msg}");
     }
 
+    /// `tools/make_hostile_pth.py`: unpickled by Python, this file creates two files.
+    #[test]
+    fn hostile_pickle_is_refused_and_never_run() {
+        let targets = ["/tmp/cace-net-evil-system", "/tmp/cace-net-evil-open"];
+        for t in targets {
+            let _ = std::fs::remove_file(t);
+        }
+        let msg = err_text(read_state_dict(&fixture("evil_touch.pth")));
+        assert!(msg.contains("evil_touch.pth"), "{msg}");
+        assert!(msg.contains("globals 'io.open', 'posix.system'"), "{msg}");
+        for t in targets {
+            assert!(!Path::new(t).exists(), "{t} was created: the pickle ran");
+        }
+    }
+
     #[test]
     fn truncated_and_missing_files_are_clear_errors() {
         let p = fixture("tiny_f32_truncated.pth");
