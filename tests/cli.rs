@@ -7,6 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use cace_net::checkpoint::pth::DType;
 use cace_net::checkpoint::{native, pth};
 use cace_net::data::ave::{FeatureDType, Split, write_features};
 use common::golden::{assert_close, checkpoint as golden_ckpt, golden};
@@ -27,6 +28,63 @@ fn cace(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Runs `python3 tools/pth_f64_to_f32.py src dst` (standard library only); python3 must be
+/// on PATH, or the test fails saying so.
+fn run_f64_to_f32(src: &Path, dst: &Path) -> std::process::Output {
+    let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/pth_f64_to_f32.py");
+    Command::new("python3")
+        .arg(&tool)
+        .args([src, dst])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "this test needs python3 (standard library only) on PATH to run {}: {e}",
+                tool.display()
+            )
+        })
+}
+
+/// `src` rewritten with float32 storages into `dst`, as torch would have written it.
+fn f64_to_f32(src: &Path, dst: &Path) {
+    let out = run_f64_to_f32(src, dst);
+    assert!(
+        out.status.success(),
+        "tools/pth_f64_to_f32.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The converter on the many-dtype fixture: the f64 storage becomes f32 (rounded), every
+/// other tensor, view and storage sharing stays as it was.
+#[test]
+fn python_tool_rewrites_f64_storages_as_f32() {
+    let dir = tmp("convert");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_f32.pth");
+    let dst = dir.join("tiny_converted.pth");
+    f64_to_f32(&src, &dst);
+    let (got, want) = (
+        pth::read_state_dict(&dst).unwrap(),
+        pth::read_state_dict(&src).unwrap(),
+    );
+    assert_eq!(got.len(), want.len());
+    for ((k, a), (k0, b)) in got.iter().zip(&want) {
+        assert_eq!((k, &a.shape, &a.data), (k0, &b.shape, &b.data));
+        let dtype = if b.dtype == DType::F64 {
+            DType::F32
+        } else {
+            b.dtype
+        };
+        assert_eq!(a.dtype, dtype, "{k}");
+    }
+    assert!(want.iter().any(|(_, t)| t.dtype == DType::F64));
+    // a legacy (non-zip) file is refused, and nothing is written
+    let legacy = src.with_file_name("tiny_legacy.pth");
+    let not_written = dir.join("legacy_converted.pth");
+    assert!(!run_f64_to_f32(&legacy, &not_written).status.success());
+    assert!(!not_written.exists());
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -161,7 +219,9 @@ fn predict_reproduces_official_outputs_with_both_formats_and_f32() {
 
     // The same official checkpoint saved with float32 storages (as torch would write it).
     let f32_ckpt = dir.join("cace_f32.pth.tar");
-    pth::convert_f64_checkpoint_to_f32(&golden_ckpt(), &f32_ckpt).unwrap();
+    f64_to_f32(&golden_ckpt(), &f32_ckpt);
+    let sd = pth::read_state_dict(&f32_ckpt).unwrap();
+    assert!(sd.len() == 242 && sd.iter().all(|(_, t)| t.dtype == DType::F32));
     let from_f32 = predict_json(&f32_ckpt, &data, &dir.join("f32.json"));
     assert_eq!(from_f32["videos"], official["videos"]);
 

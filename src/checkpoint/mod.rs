@@ -19,7 +19,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::config::{Guide, ModelConfig};
 use crate::model::CaceNet;
-use crate::model::state::{HasState, Layout, Prefix, StateVisitor, stored_shape};
+use crate::model::state::{HasState, Layout, ParamList, Prefix, StateVisitor, stored_shape};
 use crate::model::temporal::TemporalKind;
 
 /// A tensor as a state dict stores it: PyTorch shape, row-major f32 values.
@@ -29,7 +29,8 @@ pub struct StoredTensor {
     pub data: Vec<f32>,
 }
 
-/// Named tensors in file order.
+/// Named tensors: a native checkpoint's in the order written, an official one's sorted by name
+/// (its reader cannot give file order); [`load`] puts them in the model's (official) order.
 #[derive(Debug, Clone, Default)]
 pub struct StateDict {
     pub entries: Vec<(String, StoredTensor)>,
@@ -52,6 +53,15 @@ impl StateDict {
 
     pub fn numel(&self) -> usize {
         self.entries.iter().map(|(_, t)| t.data.len()).sum()
+    }
+
+    /// The entries in the order of `keys`; entries not listed keep their order after them.
+    pub fn ordered_by<'a>(mut self, keys: impl IntoIterator<Item = &'a str>) -> Self {
+        let rank: HashMap<&str, usize> =
+            keys.into_iter().enumerate().map(|(i, k)| (k, i)).collect();
+        self.entries
+            .sort_by_key(|(k, _)| rank.get(k.as_str()).copied().unwrap_or(usize::MAX));
+        self
     }
 }
 
@@ -175,8 +185,9 @@ pub fn state_dict(model: &CaceNet) -> StateDict {
     saver.sd
 }
 
-/// Reads an official `torch.save` state dict (zip or legacy format, f64/f32 storages) without
-/// executing any pickle code, and drops the `module.` prefix.
+/// Reads an official `torch.save` state dict (any torch container, f64/f32 storages; see
+/// [`pth`]) without executing any pickle code, and drops the `module.` prefix. Keys come
+/// sorted by name.
 pub fn read_official(path: &Path) -> Result<StateDict> {
     let entries = pth::read_state_dict(path)?
         .into_iter()
@@ -250,6 +261,7 @@ pub struct Loaded {
     pub model: CaceNet,
     pub config: ModelConfig,
     pub format: Format,
+    /// The tensors read, in the model's state-dict order.
     pub state: StateDict,
 }
 
@@ -278,10 +290,12 @@ pub fn load(path: &Path, config: Option<ModelConfig>, device: &Device) -> Result
         .map_err(|e| anyhow::anyhow!("checkpoint {}: invalid model config: {e}", path.display()))?;
     let mut model = CaceNet::new(&config, device);
     load_state_dict(&mut model, sd.clone(), device, path)?;
+    let order = ParamList::of(&mut model);
+    let state = sd.ordered_by(order.entries.iter().map(|(k, _, _)| k.as_str()));
     Ok(Loaded {
         model,
         config,
         format,
-        state: sd,
+        state,
     })
 }
