@@ -493,15 +493,7 @@ pub fn train(opts: &RunOptions) -> Result<Report> {
         );
     }
     let shapes = Shapes::of(&data)?;
-    let (c_in, a_in) = (shapes.visual[3], shapes.audio);
-    if c_in != cfg.model.visual_dim || a_in != cfg.model.audio_dim {
-        bail!(
-            "{}: features are visual {c_in}-d / audio {a_in}-d but the model config expects {} / {}",
-            data.dir().display(),
-            cfg.model.visual_dim,
-            cfg.model.audio_dim
-        );
-    }
+    crate::inference::check_feature_widths(&cfg.model, &data)?;
 
     let in_memory = cfg
         .features_in_memory
