@@ -27,7 +27,7 @@ use video_common::*;
 /// Six files, sorted: five clips (10 s, 3 s, 13 s, 10 s at 30 fps in MP4/AAC, 10 s) and, third,
 /// a file that is not a video. Rows: 1 + 1 + 2 + 1 + 1 = 6.
 fn collection(dir: &Path) -> PathBuf {
-    let videos = dir.path().join("videos");
+    let videos = dir.join("videos");
     std::fs::create_dir_all(&videos).unwrap();
     make_clip(&videos, "a", Clip::new(10.0));
     make_clip(&videos, "b", Clip::new(3.0));
