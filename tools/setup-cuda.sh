@@ -33,10 +33,14 @@ if ! "$STATIC/bin/llvm-config" --targets-built | grep -qw NVPTX; then
   exit 1
 fi
 
+# Only what is missing or wrong is (re)made: the bundler's build script watches the marker
+# file, and a newer one would rebuild cubecl-llvm and everything above it.
 mkdir -p "$PREFIX"
 for d in bin include lib share; do
-  ln -sfn "$PWD/$STATIC/$d" "$PREFIX/$d"
+  if [ "$(readlink "$PREFIX/$d" 2>/dev/null)" != "$PWD/$STATIC/$d" ]; then
+    ln -sfn "$PWD/$STATIC/$d" "$PREFIX/$d"
+  fi
 done
-touch "$PREFIX/.tracel-llvm-installed"
+[ -e "$PREFIX/.tracel-llvm-installed" ] || touch "$PREFIX/.tracel-llvm-installed"
 echo "LLVM $version for burn's CUDA backend: $PREFIX -> $STATIC"
 echo "next: cargo build --release --features cuda   (README, GPU)"
