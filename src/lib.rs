@@ -22,6 +22,7 @@ pub mod model;
 pub mod optim;
 pub mod plot;
 pub mod profile;
+pub mod resident;
 pub mod train;
 
 /// One-second segments per video.

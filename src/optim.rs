@@ -48,25 +48,26 @@ impl KeyedGrads {
         self.grads.iter().find(|(k, _)| k == key).map(|(_, g)| g)
     }
 
-    /// Global L2 norm over every gradient.
-    pub fn global_norm(&self) -> f64 {
-        let sq: f64 = self
-            .grads
+    /// Global L2 norm over every gradient, `[1]` on the gradients' device: the sums of squares
+    /// of all gradient tensors are added as tensors, so nothing is read back to the host.
+    pub fn global_norm(&self) -> Tensor<1> {
+        self.grads
             .iter()
-            .map(|(_, g)| g.clone().square().sum().into_scalar::<f32>() as f64)
-            .sum();
-        sq.sqrt()
+            .map(|(_, g)| g.clone().square().sum())
+            .reduce(|a, b| a + b)
+            .expect("no gradients")
+            .sqrt()
     }
 
-    /// `torch.nn.utils.clip_grad_norm_`: if the global norm exceeds `max_norm`, every gradient
-    /// is scaled by `max_norm / (norm + 1e-6)`. Returns the norm before clipping.
-    pub fn clip_global_norm(&mut self, max_norm: f64) -> f64 {
+    /// `torch.nn.utils.clip_grad_norm_`: every gradient is multiplied by
+    /// `min(1, max_norm / (norm + 1e-6))`, computed and applied on the device (no read-back).
+    /// Returns the norm before clipping, `[1]` on the device (NaN or ∞ when a gradient is).
+    pub fn clip_global_norm(&mut self, max_norm: f64) -> Tensor<1> {
         let norm = self.global_norm();
-        let coef = max_norm / (norm + 1e-6);
-        if coef < 1.0 {
-            for (_, g) in self.grads.iter_mut() {
-                *g = g.clone().mul_scalar(coef);
-            }
+        let max = Tensor::<1>::full([1], max_norm, &norm.device());
+        let factor = (max / norm.clone().add_scalar(1e-6)).clamp_max(1.0);
+        for (_, g) in self.grads.iter_mut() {
+            *g = g.clone() * factor.clone();
         }
         norm
     }
@@ -204,6 +205,45 @@ impl MultiStepLr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    fn grads(values: &[&[f32]]) -> KeyedGrads {
+        let device = Device::flex();
+        KeyedGrads {
+            grads: values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let t = Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), &device);
+                    (format!("p{i}"), t)
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn global_clipping_is_torchs_clip_grad_norm() {
+        // Norm √(9 + 16 + 144) = 13 over two tensors: scaled by 0.5 / (13 + 1e-6).
+        let mut g = grads(&[&[3.0, 4.0], &[12.0]]);
+        let norm = crate::to_vec(g.clip_global_norm(0.5))[0];
+        assert_eq!(norm, 13.0);
+        let f = 0.5 / (13.0 + 1e-6);
+        let got: Vec<f32> = g
+            .grads
+            .iter()
+            .flat_map(|(_, t)| crate::to_vec(t.clone()))
+            .collect();
+        for (a, b) in got.iter().zip([3.0 * f, 4.0 * f, 12.0 * f]) {
+            assert!((*a as f64 - b).abs() < 1e-7, "{got:?}");
+        }
+        // Below the threshold nothing changes (factor exactly 1).
+        let mut g = grads(&[&[0.03, 0.04]]);
+        assert!((crate::to_vec(g.clip_global_norm(0.5))[0] - 0.05).abs() < 1e-8);
+        assert_eq!(crate::to_vec(g.grads[0].1.clone()), vec![0.03, 0.04]);
+        // A non-finite gradient gives a non-finite norm.
+        let mut g = grads(&[&[1.0, f32::NAN]]);
+        assert!(!crate::to_vec(g.clip_global_norm(0.5))[0].is_finite());
+    }
 
     #[test]
     fn multistep_matches_official_schedule() {

@@ -25,12 +25,13 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{self, native};
 use crate::config::ModelConfig;
 use crate::data::ave::{AveDir, Split};
-use crate::data::batch::{FeatureStore, Features, Prefetch, Shapes, require_labels};
+use crate::data::batch::{FeatureStore, Features, Shapes, require_labels};
 use crate::loss::objective;
 use crate::metric::{Accuracy, predict};
 use crate::model::{CaceNet, ForwardOptions};
 use crate::optim::{Adam, AdamConfig, AdamState, KeyedGrads, MultiStepLr};
-use crate::to_vec;
+use crate::resident::{AUTO_DEVICE_BYTES, Batches, DeviceData, Readback, flat};
+use crate::{T, to_vec};
 
 /// Everything a run depends on; saved as `RUN_DIR/train_config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +60,10 @@ pub struct TrainConfig {
     /// Hold the features in memory (`true`) or stream each batch from the HDF5 files
     /// (`false`). `None`: in memory when they take at most 2 GiB as f32.
     pub features_in_memory: Option<bool>,
+    /// Copy the features to the compute device once and keep them there (`true`), or send each
+    /// batch over from the host (`false`). `None`: on a GPU when they take at most 6 GiB as f32
+    /// ([`AUTO_DEVICE_BYTES`]), never on the CPU (nothing to gain there).
+    pub features_on_device: Option<bool>,
 }
 
 impl Default for TrainConfig {
@@ -79,6 +84,7 @@ impl Default for TrainConfig {
             seed: 3917,
             zero_audio: false,
             features_in_memory: None,
+            features_on_device: None,
         }
     }
 }
@@ -147,32 +153,81 @@ impl TrainConfig {
 }
 
 /// Official accuracy of an evaluation-mode `model` on `rows`; also returns predictions and
-/// targets (segment-major, in `rows` order).
+/// targets (segment-major, in `rows` order). The outputs stay on the device until the last
+/// batch has run and are then read in one transfer.
 pub fn evaluate(
     model: &CaceNet,
-    features: &Features,
+    source: &Batches,
     shapes: Shapes,
     rows: &[usize],
     batch_size: usize,
     zero_audio: bool,
     device: &Device,
 ) -> Result<(Accuracy, Vec<usize>, Vec<usize>)> {
+    let batches = rows.chunks(batch_size).map(<[usize]>::to_vec).collect();
+    let mut outputs = Readback::default();
+    let mut segments = Vec::new();
+    for batch in source.iter(shapes, batches, zero_audio, device) {
+        let batch = batch?;
+        let tg = batch.targets.context("evaluation needs labels")?;
+        let out = model.forward(batch.visual, batch.audio, ForwardOptions::bece_on());
+        outputs.push(vec![flat(out.is_event), flat(out.event_scores)]);
+        segments.push(tg.segment);
+    }
     let mut acc = Accuracy::default();
     let (mut preds, mut targets) = (Vec::new(), Vec::new());
-    let batches = rows.chunks(batch_size).map(<[usize]>::to_vec).collect();
-    for batch in Prefetch::start(features.clone(), shapes, batches) {
-        let batch = batch?;
-        let b = batch.rows.len();
-        let (v, a, tg) = batch.into_tensors(zero_audio, device);
-        let tg = tg.context("evaluation needs labels")?;
-        let out = model.forward(v, a, ForwardOptions::bece_on());
-        let pred = predict(&to_vec(out.is_event), &to_vec(out.event_scores), b);
-        acc.update(&pred, &tg.segment);
+    for (values, segment) in outputs.read().into_iter().zip(segments) {
+        let b = segment.len() / T;
+        let pred = predict(&values[..b * T], &values[b * T..], b);
+        acc.update(&pred, &segment);
         preds.extend(pred);
-        targets.extend(tg.segment);
+        targets.extend(segment);
     }
     Ok((acc, preds, targets))
 }
+
+/// A training epoch's sums, accumulated on the host from values read back in batches of steps
+/// (in step order, with the same f64 arithmetic as reading them after every step).
+#[derive(Default)]
+struct EpochSums {
+    terms: HashMap<String, f64>,
+    acc: Accuracy,
+    loss: f64,
+    norm: f64,
+    seen: usize,
+    steps: usize,
+}
+
+/// Loss terms in the order a step queues them; `contrastive` only while BECE is on.
+const TERMS: [&str; 5] = ["is_event", "event_class", "gate", "cas", "contrastive"];
+
+impl EpochSums {
+    /// Adds one step: `values` = total loss, the loss terms, the global gradient norm, the
+    /// `[B, T]` event logits and `[B, C]` class scores; `segment` its targets. Returns the norm
+    /// when it is not finite.
+    fn add(&mut self, values: &[f32], segment: &[usize], bece_on: bool) -> Result<(), f32> {
+        let b = segment.len() / T;
+        let k = if bece_on { 5 } else { 4 };
+        let norm = values[1 + k];
+        if !norm.is_finite() {
+            return Err(norm);
+        }
+        let n = b as f64;
+        self.loss += values[0] as f64 * n;
+        for (name, &v) in TERMS.iter().zip(&values[1..1 + k]) {
+            *self.terms.entry(name.to_string()).or_default() += v as f64 * n;
+        }
+        self.norm += norm as f64;
+        let (logits, scores) = values[2 + k..].split_at(b * T);
+        self.acc.update(&predict(logits, scores, b), segment);
+        self.seen += b;
+        self.steps += 1;
+        Ok(())
+    }
+}
+
+/// Steps whose losses, norms and predictions wait on the device before one read.
+const READ_EVERY: usize = 32;
 
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -503,6 +558,16 @@ pub fn train(opts: &RunOptions) -> Result<Report> {
     } else {
         Features::Disk(opts.data.clone())
     };
+    let on_device = cfg.features_on_device.unwrap_or_else(|| {
+        !crate::device::is_flex(&opts.device)
+            && DeviceData::bytes_needed(shapes, needed.len()) <= AUTO_DEVICE_BYTES
+    });
+    let source = if on_device {
+        let resident = DeviceData::load(&features, shapes, &needed, cfg.zero_audio, &opts.device)?;
+        Batches::Device(Arc::new(resident)) // the host copy, if any, is dropped here
+    } else {
+        Batches::Host(features)
+    };
 
     fs::create_dir_all(run).with_context(|| format!("creating {}", run.display()))?;
     let base = opts.device.clone();
@@ -574,17 +639,31 @@ pub fn train(opts: &RunOptions) -> Result<Report> {
             .collect();
         let n_batches = batches.len();
         let bar = progress_bar(opts.verbose, n_batches, epoch, cfg.epochs);
-        let mut sums: HashMap<String, f64> = HashMap::new();
-        let mut train_acc = Accuracy::default();
-        let (mut loss_sum, mut norm_sum, mut seen) = (0.0, 0.0, 0usize);
-        for batch in Prefetch::start(features.clone(), shapes, batches) {
+        let mut sums = EpochSums::default();
+        let mut pending = Readback::default();
+        let mut segments = Vec::new();
+        let mut account = |pending: &mut Readback, segments: &mut Vec<Vec<usize>>| -> Result<()> {
+            for (values, segment) in pending.read().into_iter().zip(segments.drain(..)) {
+                if let Err(norm) = sums.add(&values, &segment, bece_on) {
+                    bail!(
+                        "epoch {}, batch {}: non-finite gradient (global norm {norm}); stopping, {} keeps the last good epoch",
+                        epoch + 1,
+                        sums.steps + 1,
+                        run.join(LAST).display()
+                    );
+                }
+            }
+            if let Some(bar) = &bar {
+                bar.set_message(format!("loss {:.4}", sums.loss / sums.seen.max(1) as f64));
+            }
+            Ok(())
+        };
+        for batch in source.iter(shapes, batches, cfg.zero_audio, &device) {
             let batch = batch?;
-            let rows = batch.rows.clone();
-            let (v, a, targets) = batch.into_tensors(cfg.zero_audio, &device);
-            let targets = targets.context("training needs labels")?;
+            let targets = batch.targets.context("training needs labels")?;
             let out = model.forward(
-                v,
-                a,
+                batch.visual,
+                batch.audio,
                 ForwardOptions {
                     bece_on,
                     noise: None,
@@ -596,46 +675,24 @@ pub fn train(opts: &RunOptions) -> Result<Report> {
                 bece_on.then_some(cfg.contrastive_weight),
                 cfg.tau,
             );
-            let pred = predict(
-                &to_vec(out.is_event.clone()),
-                &to_vec(out.event_scores.clone()),
-                rows.len(),
-            );
-            train_acc.update(&pred, &targets.segment);
             let mut grads = KeyedGrads::collect(&model, &terms.total.backward());
             let norm = grads.clip_global_norm(cfg.clip_norm);
-            if !norm.is_finite() {
-                let bad = grads
-                    .grads
-                    .iter()
-                    .find(|(_, g)| !g.clone().is_finite().all().into_scalar::<bool>())
-                    .map_or("?", |(k, _)| k.as_str());
-                bail!(
-                    "epoch {}: non-finite gradient (global norm {norm}, first in `{bad}`); stopping before the update, {} keeps the last good epoch",
-                    epoch + 1,
-                    run.join(LAST).display()
-                );
-            }
-            norm_sum += norm;
             adam.step(&mut model, &grads, lr);
 
-            let n = rows.len() as f64;
-            let total = scalar(&terms.total);
-            loss_sum += total * n;
-            seen += rows.len();
-            for (name, t) in [
-                ("is_event", Some(&terms.is_event)),
-                ("event_class", Some(&terms.event_class)),
-                ("gate", Some(&terms.gate)),
-                ("cas", Some(&terms.cas)),
-                ("contrastive", terms.contrastive.as_ref()),
-            ] {
-                if let Some(t) = t {
-                    *sums.entry(name.to_string()).or_default() += scalar(t) * n;
-                }
+            // Nothing is read here: the values wait on the device (see `READ_EVERY`).
+            let mut values = vec![terms.total, terms.is_event, terms.event_class, terms.gate];
+            values.extend([terms.cas].into_iter().chain(terms.contrastive));
+            values.extend([
+                norm,
+                flat(out.is_event.inner()),
+                flat(out.event_scores.inner()),
+            ]);
+            pending.push(values);
+            segments.push(targets.segment);
+            if segments.len() == READ_EVERY {
+                account(&mut pending, &mut segments)?;
             }
             if let Some(bar) = &bar {
-                bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
                 bar.inc(1);
             }
             steps_done += 1;
@@ -647,6 +704,7 @@ pub fn train(opts: &RunOptions) -> Result<Report> {
                 std::process::abort();
             }
         }
+        account(&mut pending, &mut segments)?;
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
@@ -656,7 +714,7 @@ pub fn train(opts: &RunOptions) -> Result<Report> {
             match rows {
                 Some(r) => Ok(evaluate(
                     &eval_model,
-                    &features,
+                    &source,
                     shapes,
                     r,
                     cfg.eval_batch_size,
@@ -692,18 +750,19 @@ pub fn train(opts: &RunOptions) -> Result<Report> {
         }
         let metrics = EpochMetrics {
             epoch,
-            train_loss: loss_sum / seen as f64,
-            train_acc: train_acc.percent().unwrap_or(0.0),
+            train_loss: sums.loss / sums.seen as f64,
+            train_acc: sums.acc.percent().unwrap_or(0.0),
             val_acc,
             test_acc,
             lr,
             seconds: t0.elapsed().as_secs_f64(),
             bece_on,
             loss_terms: sums
+                .terms
                 .into_iter()
-                .map(|(k, v)| (k, v / seen as f64))
+                .map(|(k, v)| (k, v / sums.seen as f64))
                 .collect(),
-            grad_norm_mean: norm_sum / n_batches as f64,
+            grad_norm_mean: sums.norm / n_batches as f64,
         };
         history.push(metrics.clone());
 
@@ -763,10 +822,6 @@ pub fn train(opts: &RunOptions) -> Result<Report> {
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
     Ok(report)
-}
-
-fn scalar(t: &Tensor<1>) -> f64 {
-    t.clone().into_scalar::<f32>() as f64
 }
 
 pub fn fmt_acc(a: Option<f64>) -> String {

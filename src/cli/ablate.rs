@@ -32,6 +32,8 @@ pub struct Args {
     /// Runs trained at the same time.
     #[arg(long, default_value_t = 1)]
     jobs: usize,
+    /// `cpu`, `cuda[:N]`, `wgpu[:ADAPTER]` or `vulkan[:ADAPTER]` (each GPU kind needs its cargo
+    /// feature; README, GPU).
     #[arg(long, default_value = "cpu")]
     device: String,
 }

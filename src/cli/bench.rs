@@ -4,7 +4,8 @@ use cace_net::device::parse_device;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// `cpu` or `cuda[:N]`.
+    /// `cpu`, `cuda[:N]`, `wgpu[:ADAPTER]` or `vulkan[:ADAPTER]` (each GPU kind needs its cargo
+    /// feature; README, GPU).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Print one JSON line instead of a table.

@@ -22,6 +22,8 @@ pub struct Args {
     json: Option<PathBuf>,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// `cpu`, `cuda[:N]`, `wgpu[:ADAPTER]` or `vulkan[:ADAPTER]` (each GPU kind needs its cargo
+    /// feature; README, GPU).
     #[arg(long, default_value = "cpu")]
     device: String,
 }

@@ -34,6 +34,8 @@ pub struct Args {
     /// Output directory for the PNG files.
     #[arg(long)]
     out: PathBuf,
+    /// `cpu`, `cuda[:N]`, `wgpu[:ADAPTER]` or `vulkan[:ADAPTER]` (each GPU kind needs its cargo
+    /// feature; README, GPU).
     #[arg(long, default_value = "cpu")]
     device: String,
 }

@@ -27,7 +27,8 @@ pub struct Args {
     /// Replace the audio features by zeros (ablation).
     #[arg(long)]
     zero_audio: bool,
-    /// `cpu` or `cuda[:N]`.
+    /// `cpu`, `cuda[:N]`, `wgpu[:ADAPTER]` or `vulkan[:ADAPTER]` (each GPU kind needs its cargo
+    /// feature; README, GPU).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Continue the run saved in `--out`.

@@ -31,7 +31,15 @@ impl Trace {
 
     pub fn record<const D: usize>(&mut self, name: &str, t: &Tensor<D>) {
         if let Some(items) = self.items.as_mut() {
-            items.push((name.to_string(), t.to_data()));
+            // Copied out at once: on wgpu (cubecl-wgpu 0.11.3) the bytes of a read can alias a
+            // staging buffer that a later read reuses, so a kept `TensorData` would change.
+            let d = t.to_data();
+            let shape = d.shape().to_vec();
+            let v = d
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .expect("float tensor");
+            items.push((name.to_string(), TensorData::new(v, shape)));
         }
     }
 
