@@ -1,0 +1,78 @@
+//! Saving and loading the Adam state of a run (`last/optimizer.safetensors`): both moments of
+//! every parameter, flattened, with the per-parameter step counts in the metadata.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::checkpoint::native;
+use crate::optim::{Adam, AdamConfig, AdamState};
+use crate::to_vec;
+
+pub fn save(path: &Path, adam: &Adam) -> Result<()> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let mut keys: Vec<&String> = adam.state.keys().collect();
+    keys.sort();
+    let mut blobs = Vec::new();
+    let mut steps = std::collections::BTreeMap::new();
+    for k in &keys {
+        let st = &adam.state[*k];
+        steps.insert((*k).clone(), st.step);
+        for (kind, t) in [("exp_avg", &st.exp_avg), ("exp_avg_sq", &st.exp_avg_sq)] {
+            let v = to_vec(t.clone());
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            blobs.push((format!("{kind}/{k}"), v.len(), bytes));
+        }
+    }
+    let views = blobs
+        .iter()
+        .map(|(n, len, b)| Ok((n.clone(), TensorView::new(Dtype::F32, vec![*len], b)?)))
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    let meta = HashMap::from([("steps".to_string(), serde_json::to_string(&steps)?)]);
+    native::write_atomic(path, &safetensors::serialize(views, Some(meta))?)
+}
+
+pub fn load(path: &Path, config: AdamConfig, device: &Device) -> Result<Adam> {
+    use safetensors::SafeTensors;
+    let bytes =
+        fs::read(path).with_context(|| format!("reading optimizer state {}", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{}: not a valid safetensors file", path.display()))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)?;
+    let steps: HashMap<String, u64> = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("steps"))
+        .map(|s| serde_json::from_str(s))
+        .transpose()?
+        .with_context(|| format!("{}: no step counts", path.display()))?;
+    let read = |name: String| -> Result<Tensor<1>> {
+        let v = st
+            .tensor(&name)
+            .with_context(|| format!("{}: missing {name}", path.display()))?;
+        let data: Vec<f32> = v
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let n = data.len();
+        Ok(Tensor::from_data(TensorData::new(data, [n]), device))
+    };
+    let mut adam = Adam::new(config);
+    for (k, step) in steps {
+        let exp_avg = read(format!("exp_avg/{k}"))?;
+        let exp_avg_sq = read(format!("exp_avg_sq/{k}"))?;
+        adam.state.insert(
+            k,
+            AdamState {
+                step,
+                exp_avg,
+                exp_avg_sq,
+            },
+        );
+    }
+    Ok(adam)
+}
