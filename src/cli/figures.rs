@@ -3,26 +3,26 @@
 
 use std::path::PathBuf;
 
+use super::args::{CheckpointArg, DeviceArg};
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Tensor, TensorData};
 use cace_net::checkpoint;
 use cace_net::data::annotations::CATEGORIES;
 use cace_net::data::ave::{AveDir, Split};
-use cace_net::device::parse_device;
 use cace_net::loss::Targets;
 use cace_net::metric::{event_prob, predict};
-use cace_net::model::{ForwardOptions, Trace};
+use cace_net::model::ForwardOptions;
 use cace_net::plot::{TimelineRow, attention_grid, timeline};
 use cace_net::{T, to_vec};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Checkpoint: official `.pth.tar` or native directory.
-    #[arg(long)]
-    checkpoint: PathBuf,
+    #[command(flatten)]
+    checkpoint: CheckpointArg,
     /// Dataset directory in the AVE layout.
     #[arg(long)]
     data: PathBuf,
+    /// Split the `--videos` positions refer to: train, val or test.
     #[arg(long, default_value = "test")]
     split: Split,
     /// Positions in the split's order (0 = its first video), comma-separated.
@@ -34,16 +34,14 @@ pub struct Args {
     /// Output directory for the PNG files.
     #[arg(long)]
     out: PathBuf,
-    /// `cpu`, `cuda[:N]`, `wgpu[:ADAPTER]` or `vulkan[:ADAPTER]` (each GPU kind needs its cargo
-    /// feature; README, GPU).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let device = parse_device(&a.device)?;
+    let device = a.device.get()?;
     let data = AveDir::open(&a.data)?;
-    let loaded = checkpoint::load(&a.checkpoint, None, &device)?;
+    let loaded = checkpoint::load(&a.checkpoint.path, None, &device)?;
     let order = data.order(a.split)?;
     let segments: Vec<usize> = if a.segments.is_empty() {
         (0..T).collect()
@@ -79,10 +77,9 @@ pub fn run(a: Args) -> Result<()> {
             &device,
         );
         let audio = Tensor::<3>::from_data(TensorData::new(au, [1, T, data.audio_dim()]), &device);
-        let mut trace = Trace::on();
         let out = loaded
             .model
-            .forward_traced(visual, audio, ForwardOptions::bece_on(), &mut trace);
+            .forward(visual, audio, ForwardOptions::bece_on());
         let is_event = to_vec(out.is_event);
         let pred = predict(&is_event, &to_vec(out.event_scores), 1);
         let probs: [f32; T] = std::array::from_fn(|t| event_prob(is_event[t]));
@@ -114,18 +111,14 @@ pub fn run(a: Args) -> Result<()> {
         timeline(&path, &title, &rows, &names)?;
         println!("{}", path.display());
 
-        for (key, kind) in [
-            ("spatial_channel_att:spatial_attention", "audio-guided"),
-            ("spatial_channel_att:self_attention", "self-calibration"),
-        ] {
-            let Some(w) = trace.get(key) else {
-                eprintln!(
-                    "no {kind} attention in this model (guide {:?})",
-                    loaded.config.guide
-                );
-                continue;
-            };
-            let w = w.clone().convert::<f32>().try_to_vec::<f32>().expect("f32");
+        let Some(maps) = out.spatial_maps else {
+            eprintln!(
+                "no spatial attention in this model (guide {:?})",
+                loaded.config.guide
+            );
+            continue;
+        };
+        for (kind, w) in maps.named() {
             for &t in &segments {
                 let grid: [f32; 49] = std::array::from_fn(|i| w[t * 49 + i]);
                 let label = names[pred[t]];

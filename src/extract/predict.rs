@@ -15,7 +15,7 @@ use crate::data::annotations::{BACKGROUND, CATEGORIES};
 use crate::encoders::{AudioEncoder, FrameEncoder, RgbFrame};
 use crate::inference::label_name;
 use crate::metric::{event_prob, predict};
-use crate::model::{CaceNet, ForwardOptions, Trace};
+use crate::model::{CaceNet, ForwardOptions, SpatialMaps};
 use crate::plot::{TimelineRow, timeline};
 use crate::{T, to_vec};
 
@@ -146,14 +146,14 @@ pub fn predict_video_with(
             device,
         );
         let sound = Tensor::<3>::from_data(TensorData::new(w.audio, [1, T, audio.dim()]), device);
-        let mut trace = if attention.is_some() {
-            Trace::on()
-        } else {
-            Trace::off()
-        };
-        let out = model.forward_traced(visual, sound, ForwardOptions::bece_on(), &mut trace);
+        let out = model.forward(visual, sound, ForwardOptions::bece_on());
         if let Some(dir) = attention {
-            attention_figures(dir, path, &w.key_frames, w.start, &trace)?;
+            let Some(maps) = out.spatial_maps else {
+                bail!(
+                    "this model has no spatial attention (its guide has no audio-guided visual branch)"
+                );
+            };
+            attention_figures(dir, path, &w.key_frames, w.start, maps)?;
         }
         windows.push(WindowResult {
             start: w.start,
@@ -182,26 +182,13 @@ fn attention_figures(
     video: &Path,
     key_frames: &[RgbFrame],
     start: usize,
-    trace: &Trace,
+    maps: SpatialMaps,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let stem = video
         .file_stem()
         .map_or("video".into(), |s| s.to_string_lossy().into_owned());
-    for (key, kind) in [
-        ("spatial_channel_att:spatial_attention", "audio-guided"),
-        ("spatial_channel_att:self_attention", "self-calibration"),
-    ] {
-        let Some(w) = trace.get(key) else {
-            bail!(
-                "this model has no {kind} spatial attention (its guide has no audio-guided visual branch)"
-            );
-        };
-        let w = w
-            .clone()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .expect("f32 weights");
+    for (kind, w) in maps.named() {
         for (s, frame) in key_frames.iter().enumerate() {
             let grid: [f32; 49] = std::array::from_fn(|i| w[s * 49 + i]);
             let t = start + s;

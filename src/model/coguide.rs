@@ -123,23 +123,27 @@ impl CoGuidedAttention {
     }
 
     /// `visual [B, T, 7, 7, 512]` (after `v_fc`), `audio [B, T, 128]` →
-    /// `(v_out [B, T, 512], a_out [B, T, 128])`.
+    /// `(v_out [B, T, 512], a_out [B, T, 128], the spatial attention maps)`; the maps only for
+    /// the guides that compute them (Co-Guide, Audio-Guide).
     pub fn forward(
         &self,
         visual: Tensor<5>,
         audio: Tensor<3>,
         trace: &mut Trace,
-    ) -> (Tensor<3>, Tensor<3>) {
+    ) -> (Tensor<3>, Tensor<3>, Option<SpatialMaps>) {
         match self.guide {
             Guide::CoGuide | Guide::AudioGuide => self.forward_co_guide(visual, audio, trace),
-            Guide::VisualGuide => self.forward_visual_guide(visual, audio),
+            Guide::VisualGuide => {
+                let (v, a) = self.forward_visual_guide(visual, audio);
+                (v, a, None)
+            }
             Guide::None => {
                 let [b, t, h, w, c] = visual.dims();
                 let mean = visual
                     .reshape([b, t, h * w, c])
                     .mean_dim(2)
                     .reshape([b, t, c]);
-                (mean, audio)
+                (mean, audio, None)
             }
         }
     }
@@ -177,22 +181,22 @@ impl CoGuidedAttention {
         let aq = self.audio_query.forward(audio.clone());
         let ak = self.audio_key.forward(audio.clone());
         let av = self.audio_value.forward(audio.clone());
-        trace.record(&format!("{NAME}.audio_query"), &aq);
-        trace.record(&format!("{NAME}.audio_key"), &ak);
-        trace.record(&format!("{NAME}.audio_value"), &av);
+        trace.record((NAME, ".audio_query"), &aq);
+        trace.record((NAME, ".audio_key"), &ak);
+        trace.record((NAME, ".audio_value"), &av);
         let sa = softmax(aq.matmul(ak.swap_dims(1, 2)), 2); // [B, T, T]
         let ag = self
             .a_norm
             .forward(audio.clone() + self.dropout.forward(sa.matmul(av)));
-        trace.record(&format!("{NAME}.a_norm"), &ag);
+        trace.record((NAME, ".a_norm"), &ag);
 
         // 3.8 Visual-guided audio attention.
         let qv2 = self.v_query.forward(g.mean_dim(1).reshape([b, t, c]));
         let kv = self.vaudio_key.forward(ag.clone());
         let vv = self.vaudio_value.forward(ag);
-        trace.record(&format!("{NAME}.v_query"), &qv2);
-        trace.record(&format!("{NAME}.vaudio_key"), &kv);
-        trace.record(&format!("{NAME}.vaudio_value"), &vv);
+        trace.record((NAME, ".v_query"), &qv2);
+        trace.record((NAME, ".vaudio_key"), &kv);
+        trace.record((NAME, ".vaudio_value"), &vv);
         let a_tilde = softmax(qv2.matmul(kv.swap_dims(1, 2)), 2).matmul(vv);
 
         // 3.9 a_out = A + ψ·σ(ã)⊙A (paper Eq. 6), on the raw A.
@@ -205,7 +209,7 @@ impl CoGuidedAttention {
         visual: Tensor<5>,
         audio: Tensor<3>,
         trace: &mut Trace,
-    ) -> (Tensor<3>, Tensor<3>) {
+    ) -> (Tensor<3>, Tensor<3>, Option<SpatialMaps>) {
         let [b, t, h, w, c] = visual.dims();
         let bt = b * t;
         let cells = h * w;
@@ -227,24 +231,21 @@ impl CoGuidedAttention {
         let (q1, k1, v1, q2, k2, v2) = (next(), next(), next(), next(), next(), next());
         if trace.is_on() {
             trace.record(
-                &format!("{NAME}.video_query"),
+                (NAME, ".video_query"),
                 &q1.clone().reshape([b, t, cells, QK]),
             );
-            trace.record(
-                &format!("{NAME}.video_key"),
-                &k1.clone().reshape([b, t, cells, QK]),
-            );
+            trace.record((NAME, ".video_key"), &k1.clone().reshape([b, t, cells, QK]));
         }
         let g1 = self.spatial_self_attention(&x, q1, k1, v1);
-        trace.record(&format!("{NAME}.v_norm"), &g1);
+        trace.record((NAME, ".v_norm"), &g1);
         let g2 = self.spatial_self_attention(&x, q2, k2, v2);
-        trace.record(&format!("{NAME}.v_norm@call1"), &g2);
+        trace.record((NAME, ".v_norm@call1"), &g2);
 
         // 3.3 Self-calibration vector c_self (paper Eq. 1).
         let m = self
             .affine_video_ave
             .forward(g1.clone().mean_dim(1).reshape([bt, c]));
-        trace.record(&format!("{NAME}.affine_video_ave"), &m);
+        trace.record((NAME, ".affine_video_ave"), &m);
         // affine_video_3 (here) and affine_video_1 (3.4) both read G1: one multiply.
         let mut g =
             fused_linear(g1.clone(), &[&self.affine_video_3, &self.affine_video_1]).into_iter();
@@ -254,43 +255,66 @@ impl CoGuidedAttention {
         );
         let q = relu(g1_v3) * relu(m).unsqueeze_dim(1); // [BT, 49, 256]
         let logits = self.ave_v_att.forward(q); // [BT, 49, 1]
-        trace.record(&format!("{NAME}.ave_v_att"), &logits);
+        trace.record((NAME, ".ave_v_att"), &logits);
         let w_self = softmax(logits.tanh(), 1).swap_dims(1, 2); // [BT, 1, 49]
-        trace.record(&format!("{NAME}:self_attention"), &w_self);
-        let c_self = w_self.matmul(g1.clone()).reshape([bt, c]);
+        trace.record((NAME, ":self_attention"), &w_self);
+        let c_self = w_self.clone().matmul(g1.clone()).reshape([bt, c]);
 
         // 3.4 Audio-guided channel attention.
         let qa = self.affine_audio_1.forward(a_flat.clone());
-        trace.record(&format!("{NAME}.affine_audio_1"), &qa);
+        trace.record((NAME, ".affine_audio_1"), &qa);
         let qv = relu(g1_v1);
         let z = (relu(qa).unsqueeze_dim(1) * qv)
             .mean_dim(1)
             .reshape([bt, c]);
         let z = self.affine_bottleneck.forward(z);
-        trace.record(&format!("{NAME}.affine_bottleneck"), &z);
+        trace.record((NAME, ".affine_bottleneck"), &z);
         let ch = self.affine_v_c_att.forward(relu(z));
-        trace.record(&format!("{NAME}.affine_v_c_att"), &ch);
+        trace.record((NAME, ".affine_v_c_att"), &ch);
         // code: the channel weights rescale the raw X, not G1.
         let xc = x * (sigmoid(ch) + 1.0).unsqueeze_dim(1); // [BT, 49, 512]
 
         // 3.5 Audio-guided spatial attention.
         let qa2 = self.affine_audio_2.forward(a_flat);
-        trace.record(&format!("{NAME}.affine_audio_2"), &qa2);
+        trace.record((NAME, ".affine_audio_2"), &qa2);
         let u = relu(self.affine_video_2.forward(xc.clone())) * relu(qa2).unsqueeze_dim(1);
         let logits = self.affine_v_s_att.forward(u); // [BT, 49, 1]
-        trace.record(&format!("{NAME}.affine_v_s_att"), &logits);
+        trace.record((NAME, ".affine_v_s_att"), &logits);
         let w_sp = softmax(logits.tanh(), 1).swap_dims(1, 2); // [BT, 1, 49]
-        trace.record(&format!("{NAME}:spatial_attention"), &w_sp);
-        let vcs = w_sp.matmul(xc).reshape([bt, c]);
+        trace.record((NAME, ":spatial_attention"), &w_sp);
+        let vcs = w_sp.clone().matmul(xc).reshape([bt, c]);
 
         // 3.6 v_out = vcs + β·σ(c_self)⊙vcs (paper Eq. 2).
         let v_out = (vcs.clone() + sigmoid(c_self).mul_scalar(self.beta) * vcs).reshape([b, t, c]);
 
         // 3.7–3.9; code: the visual query comes from branch #2.
         let a_out = self.visual_guided_audio(g2, audio, b, t, c, trace);
-        trace.record(&format!("{NAME}:visual_out"), &v_out);
-        trace.record(&format!("{NAME}:audio_out"), &a_out);
-        (v_out, a_out)
+        trace.record((NAME, ":visual_out"), &v_out);
+        trace.record((NAME, ":audio_out"), &a_out);
+        let maps = SpatialMaps {
+            audio_guided: w_sp.reshape([b, t, cells]),
+            self_calibration: w_self.reshape([b, t, cells]),
+        };
+        (v_out, a_out, Some(maps))
+    }
+}
+
+/// AVCA's two spatial attention distributions over the 7×7 grid, `[B, T, 49]` each (rows sum
+/// to 1): what the paper's Figure 5 draws.
+pub struct SpatialMaps {
+    /// Audio-guided spatial attention (step 3.5).
+    pub audio_guided: Tensor<3>,
+    /// Self-calibration attention over the cells of G1 (step 3.3).
+    pub self_calibration: Tensor<3>,
+}
+
+impl SpatialMaps {
+    /// Both maps with the names figures use, read to the host: `[B·T·49]` each.
+    pub fn named(self) -> [(&'static str, Vec<f32>); 2] {
+        [
+            ("audio-guided", crate::to_vec(self.audio_guided)),
+            ("self-calibration", crate::to_vec(self.self_calibration)),
+        ]
     }
 }
 

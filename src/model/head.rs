@@ -153,19 +153,19 @@ impl LocalizationHead {
         trace: &mut Trace,
     ) -> HeadOutput {
         let [b, t, d] = fused.dims();
-        trace.record(&format!("{NAME}.input"), &fused);
+        trace.record((NAME, ".input"), &fused);
         let p = relu(self.encoder_q.forward(fused.clone()));
-        trace.record(&format!("{NAME}.encoder_q"), &p);
+        trace.record((NAME, ".encoder_q"), &p);
         let f_o = if bece_on && self.contrastive {
             fused.clone() + p.clone().mul_scalar(self.lambda)
         } else {
             fused.clone()
         };
         let is_event = self.classifier.forward(f_o.clone());
-        trace.record(&format!("{NAME}.classifier"), &is_event);
+        trace.record((NAME, ".classifier"), &is_event);
 
         let k = relu(self.encoder_q.forward(self.key_view(fused.clone(), noise)));
-        trace.record(&format!("{NAME}.encoder_q@call1"), &k);
+        trace.record((NAME, ".encoder_q@call1"), &k);
 
         // Max over time of F_av (published), or of F_o (Table 2 *).
         let category_input = if self.enhanced_for_category {
@@ -175,7 +175,7 @@ impl LocalizationHead {
         };
         let pooled = category_input.max_dim(1).reshape([b, d]);
         let class_logits = self.event_classifier.forward(pooled);
-        trace.record(&format!("{NAME}.event_classifier"), &class_logits);
+        trace.record((NAME, ".event_classifier"), &class_logits);
         HeadOutput {
             is_event: is_event.reshape([b, t]),
             class_logits,

@@ -148,7 +148,7 @@ impl MultiheadAttention {
         let weights = softmax(q.matmul(k.swap_dims(2, 3)), 3); // [B, H, Lq, Lk]
         if trace.is_on() {
             trace.record(
-                &format!("{name}:attn_weights"),
+                (name, ":attn_weights"),
                 &weights.clone().mean_dim(1).reshape([b, lq, lk]),
             );
         }
@@ -156,7 +156,7 @@ impl MultiheadAttention {
         let out = self
             .out_proj
             .forward(ctx.swap_dims(1, 2).reshape([b, lq, e]));
-        trace.record(&format!("{name}:attn_output"), &out);
+        trace.record((name, ":attn_output"), &out);
         out
     }
 }

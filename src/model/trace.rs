@@ -3,7 +3,9 @@
 //! The parity tests compare every activation the official code exposes through forward hooks
 //! (`act/*` in the golden file); the figure commands read attention maps. Names follow the
 //! official module paths (`spatial_channel_att.video_query`, `video_encoder.encoder.layers.0`).
-//! A disabled trace costs nothing: nothing is copied unless recording is on.
+//! A disabled trace costs a branch per call: keys are `&'static str` or `(prefix, suffix)`
+//! pairs joined only while recording, so nothing is allocated or copied when it is off.
+//! Figures do not need it: the attention maps they draw come in [`super::CaceOutput`].
 
 use burn::tensor::{Tensor, TensorData};
 
@@ -29,7 +31,13 @@ impl Trace {
         self.items.is_some()
     }
 
-    pub fn record<const D: usize>(&mut self, name: &str, t: &Tensor<D>) {
+    /// A name built only while recording (an empty `String`, which allocates nothing, when
+    /// off): for module paths with an index, `trace.name(|| format!("{name}.layers.{i}"))`.
+    pub fn name(&self, f: impl FnOnce() -> String) -> String {
+        if self.is_on() { f() } else { String::new() }
+    }
+
+    pub fn record<const D: usize>(&mut self, key: impl Key, t: &Tensor<D>) {
         if let Some(items) = self.items.as_mut() {
             // Copied out at once: on wgpu (cubecl-wgpu 0.11.3) the bytes of a read can alias a
             // staging buffer that a later read reuses, so a kept `TensorData` would change.
@@ -39,7 +47,7 @@ impl Trace {
                 .convert::<f32>()
                 .try_to_vec::<f32>()
                 .expect("float tensor");
-            items.push((name.to_string(), TensorData::new(v, shape)));
+            items.push((key.joined(), TensorData::new(v, shape)));
         }
     }
 
@@ -50,5 +58,28 @@ impl Trace {
 
     pub fn get(&self, name: &str) -> Option<&TensorData> {
         self.items().iter().find(|(n, _)| n == name).map(|(_, d)| d)
+    }
+}
+
+/// A trace key: a name, or a module path and a suffix joined when recorded.
+pub trait Key {
+    fn joined(&self) -> String;
+}
+
+impl Key for &str {
+    fn joined(&self) -> String {
+        (*self).to_string()
+    }
+}
+
+impl Key for &String {
+    fn joined(&self) -> String {
+        (*self).clone()
+    }
+}
+
+impl Key for (&str, &str) {
+    fn joined(&self) -> String {
+        format!("{}{}", self.0, self.1)
     }
 }
