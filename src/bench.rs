@@ -97,7 +97,8 @@ pub fn run(device: &Device, reps: usize) -> BenchResult {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     device.seed(0);
     let train_device = device.clone().autodiff();
-    let mut model = CaceNet::new(&ModelConfig::default(), &train_device);
+    let mut model =
+        CaceNet::new(&ModelConfig::default(), &train_device).expect("the default config is valid");
     let mut adam = Adam::new(AdamConfig::default());
     let (v, a, targets) = inputs(b, &mut rng, &train_device);
     let train_step = time(2, reps, || {

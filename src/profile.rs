@@ -133,7 +133,7 @@ mod tests {
     fn per_cell_macs_match_the_weight_shapes() {
         let device = Device::flex();
         let config = ModelConfig::default();
-        let mut model = CaceNet::new(&config, &device);
+        let mut model = CaceNet::new(&config, &device).unwrap();
         let list = ParamList::of(&mut model);
         let per_cell = [
             "v_fc.weight",

@@ -29,7 +29,7 @@ fn state() -> &'static StateDict {
 }
 
 fn model(config: &ModelConfig, device: &Device) -> CaceNet {
-    let mut m = CaceNet::new(config, device);
+    let mut m = CaceNet::new(config, device).unwrap();
     checkpoint::load_state_dict(&mut m, state().clone(), device, &golden_ckpt())
         .expect("load golden weights");
     m

@@ -83,7 +83,7 @@ fn every_variant_trains_and_evaluates() {
     for (name, config) in variants() {
         let device = Device::flex().autodiff();
         device.seed(5);
-        let mut model = CaceNet::new(&config, &device);
+        let mut model = CaceNet::new(&config, &device).unwrap();
         let (v, a, targets) = batch(&dir, &device);
         let mut adam = Adam::new(AdamConfig::default());
         let mut losses = vec![];
@@ -125,7 +125,7 @@ fn every_variant_trains_and_evaluates() {
 fn state_dict_sizes_of_the_official_variants() {
     let device = Device::flex();
     let count = |c: ModelConfig| {
-        let mut m = CaceNet::new(&c, &device);
+        let mut m = CaceNet::new(&c, &device).unwrap();
         let list = ParamList::of(&mut m);
         (list.entries.len(), list.total())
     };
@@ -289,7 +289,7 @@ fn snn_running_statistics_round_trip_through_the_state_dict() {
     let dir = tiny_set("snn-state");
     let train_device = Device::flex().autodiff();
     train_device.seed(3);
-    let model = CaceNet::new(&config, &train_device);
+    let model = CaceNet::new(&config, &train_device).unwrap();
     let (v, a, _) = batch(&dir, &train_device);
     for _ in 0..2 {
         let _ = model.forward(v.clone(), a.clone(), ForwardOptions::bece_on());
@@ -304,7 +304,7 @@ fn snn_running_statistics_round_trip_through_the_state_dict() {
         "running mean never updated"
     );
     let device = Device::flex();
-    let mut fresh = CaceNet::new(&config, &device);
+    let mut fresh = CaceNet::new(&config, &device).unwrap();
     let eval = |m: &CaceNet| {
         let (v, a, _) = batch(&dir, &device);
         cace_net::to_vec(m.forward(v, a, ForwardOptions::bece_on()).is_event)

@@ -288,7 +288,7 @@ pub fn load(path: &Path, config: Option<ModelConfig>, device: &Device) -> Result
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("checkpoint {}: invalid model config: {e}", path.display()))?;
-    let mut model = CaceNet::new(&config, device);
+    let mut model = CaceNet::new(&config, device)?;
     load_state_dict(&mut model, sd.clone(), device, path)?;
     let order = ParamList::of(&mut model);
     let state = sd.ordered_by(order.entries.iter().map(|(k, _, _)| k.as_str()));

@@ -27,7 +27,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         None => {
             let c = ModelConfig::default();
-            (CaceNet::new(&c, &device), c)
+            (CaceNet::new(&c, &device)?, c)
         }
     };
     let list = ParamList::of(&mut model);

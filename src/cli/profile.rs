@@ -35,10 +35,10 @@ struct Row {
     peak_rss_mb: f64,
 }
 
-fn profile(name: &str, config: &ModelConfig, batch: usize) -> Row {
+fn profile(name: &str, config: &ModelConfig, batch: usize) -> Result<Row> {
     let device = Device::flex();
     device.seed(0);
-    let mut model = CaceNet::new(config, &device);
+    let mut model = CaceNet::new(config, &device)?;
     let list = ParamList::of(&mut model);
     let v = Tensor::<5>::random(
         [batch, T, 7, 7, config.visual_dim],
@@ -63,31 +63,30 @@ fn profile(name: &str, config: &ModelConfig, batch: usize) -> Row {
         })
         .collect();
     times.sort_by(f64::total_cmp);
-    Row {
+    Ok(Row {
         name: name.to_string(),
         total: list.total(),
         used: list.used(),
         macs: macs_per_video(config).iter().map(|c| c.macs).sum(),
         infer_s: times[1],
         peak_rss_mb: peak_rss_mb(),
-    }
+    })
 }
 
 pub fn run(a: Args) -> Result<()> {
     // Smallest first: peak RSS is the process's high-water mark so far.
     let mut rows = vec![
-        profile("vanilla (no AVCA, no BECE)", &vanilla(), a.batch),
+        profile("vanilla (no AVCA, no BECE)", &vanilla(), a.batch)?,
         profile(
             "Audio-Guide, no BECE (Table 4 baseline)",
             &audio_guided_baseline(),
             a.batch,
-        ),
-        profile("CACE-Net (default)", &ModelConfig::default(), a.batch),
+        )?,
+        profile("CACE-Net (default)", &ModelConfig::default(), a.batch)?,
     ];
     if let Some(path) = &a.config {
         let c = load_config(Some(path))?;
-        c.model.validate().map_err(anyhow::Error::msg)?;
-        rows.push(profile(&format!("{}", path.display()), &c.model, a.batch));
+        rows.push(profile(&format!("{}", path.display()), &c.model, a.batch)?);
     }
     if a.json {
         let v: Vec<_> = rows

@@ -18,10 +18,14 @@ use burn::tensor::{Device, Tensor};
 
 use crate::config::ModelConfig;
 use coguide::CoGuidedAttention;
+pub use coguide::SpatialMaps;
 use dropout::Dropout;
 use head::LocalizationHead;
 use nn::{dropout, linear};
-use relation::{AudioVideoInteraction, CrossModalRelation, TemporalSelfRelation};
+use relation::{
+    AudioVideoInteraction, CrossModalRelation, InteractionConfig, RelationConfig,
+    TemporalSelfRelation,
+};
 use state::{HasState, Prefix, StateVisitor};
 use temporal::TemporalEncoder;
 pub use trace::Trace;
@@ -69,6 +73,8 @@ pub struct CaceOutput {
     pub q: Tensor<3>,
     /// `[B, T, d]` BECE key view (unit vectors, from the noisy feature).
     pub k: Tensor<3>,
+    /// AVCA's spatial attention maps (Co-Guide and Audio-Guide only).
+    pub spatial_maps: Option<SpatialMaps>,
 }
 
 /// Options of one forward pass.
@@ -91,16 +97,29 @@ impl ForwardOptions {
 }
 
 impl CaceNet {
-    pub fn new(config: &ModelConfig, device: &Device) -> Self {
+    /// A freshly initialised model; an error names the config field that is out of range.
+    pub fn new(config: &ModelConfig, device: &Device) -> anyhow::Result<Self> {
         config
             .validate()
-            .unwrap_or_else(|e| panic!("invalid model config: {e}"));
+            .map_err(|e| anyhow::anyhow!("invalid model config: {e}"))?;
         let d = config.d_model;
         let h = config.heads;
         let p = &config.dropout;
         // Widths after the temporal encoder: audio 256 / visual 512 (128 / 512 without one).
         let (ta, tv) = config.temporal.output_widths();
-        Self {
+        let relation = |d_in| RelationConfig {
+            d_in,
+            d_model: d,
+            heads: h,
+            dropout: p.relation,
+        };
+        let interaction = InteractionConfig {
+            d_model: d,
+            heads: h,
+            attn_dropout: p.interaction_attention,
+            dropout: p.relation,
+        };
+        Ok(Self {
             spatial_channel_att: CoGuidedAttention::new(
                 config.guide,
                 config.effective_psi(),
@@ -110,15 +129,15 @@ impl CaceNet {
             ),
             v_fc: linear(config.visual_dim, 512, device),
             a_fc: linear(config.audio_dim, 128, device),
-            video_encoder: TemporalSelfRelation::new(tv, d, h, p.relation, device),
-            video_decoder: CrossModalRelation::new(tv, d, h, p.relation, device),
-            audio_encoder: TemporalSelfRelation::new(ta, d, h, p.relation, device),
-            audio_decoder: CrossModalRelation::new(ta, d, h, p.relation, device),
+            video_encoder: relation(tv).init_self(device),
+            video_decoder: relation(tv).init_cross(device),
+            audio_encoder: relation(ta).init_self(device),
+            audio_decoder: relation(ta).init_cross(device),
             audio_visual_rnn_layer: TemporalEncoder::new(config.temporal, 128, 512, device),
             audio_gated: linear(d, 1, device),
             video_gated: linear(d, 1, device),
-            av_inter: AudioVideoInteraction::new(d, h, p.interaction_attention, p.relation, device),
-            va_inter: AudioVideoInteraction::new(d, h, p.interaction_attention, p.relation, device),
+            av_inter: interaction.init(device),
+            va_inter: interaction.init(device),
             localize_module: LocalizationHead::new(d, config, device),
             audio_cas: linear(d, config.num_classes, device),
             video_cas: linear(d, config.num_classes, device),
@@ -127,7 +146,7 @@ impl CaceNet {
             alpha: config.alpha,
             gamma: config.gamma,
             cas_top_k: config.cas_top_k,
-        }
+        })
     }
 
     pub fn forward(&self, visual: Tensor<5>, audio: Tensor<3>, opts: ForwardOptions) -> CaceOutput {
@@ -156,7 +175,7 @@ impl CaceNet {
         };
 
         // 3. AVCA → [B, T, 512], [B, T, 128].
-        let (v1, a1) = self.spatial_channel_att.forward(v0, audio, trace);
+        let (v1, a1, spatial_maps) = self.spatial_channel_att.forward(v0, audio, trace);
 
         // 4. Temporal encoder → [B, T, 256], [B, T, 512].
         let (ar, vr) = self.audio_visual_rnn_layer.forward(a1, v1);
@@ -221,6 +240,7 @@ impl CaceNet {
             av_score,
             q: head.q,
             k: head.k,
+            spatial_maps,
         }
     }
 }
@@ -273,7 +293,7 @@ mod tests {
         let device = Device::flex().autodiff();
         device.seed(1);
         let config = ModelConfig::default();
-        let mut model = CaceNet::new(&config, &device);
+        let mut model = CaceNet::new(&config, &device).unwrap();
         let b = 2;
         let v = Tensor::random([b, 10, 7, 7, 512], Distribution::Uniform(0.0, 1.0), &device);
         let a = Tensor::random([b, 10, 128], Distribution::Normal(0.0, 1.0), &device);

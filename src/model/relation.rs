@@ -35,10 +35,26 @@ pub struct TransformerLayer {
     pub dropout2: Dropout,
 }
 
-impl TransformerLayer {
-    pub fn new(d: usize, heads: usize, ffn: usize, p: f64, decoder: bool, device: &Device) -> Self {
-        Self {
-            unused_self_attn: decoder.then(|| MultiheadAttention::new(d, heads, p, device)),
+/// Sizes of a [`TransformerLayer`].
+#[derive(Debug, Clone, Copy)]
+pub struct TransformerLayerConfig {
+    pub d_model: usize,
+    pub heads: usize,
+    /// Hidden width of the feed-forward block.
+    pub ffn: usize,
+    /// Dropout of attention weights, residual branches and the feed-forward block.
+    pub dropout: f64,
+    /// A decoder layer (cross-attention over a memory) carries the unused `self_attn`.
+    pub decoder: bool,
+}
+
+impl TransformerLayerConfig {
+    pub fn init(&self, device: &Device) -> TransformerLayer {
+        let (d, heads, ffn, p) = (self.d_model, self.heads, self.ffn, self.dropout);
+        TransformerLayer {
+            unused_self_attn: self
+                .decoder
+                .then(|| MultiheadAttention::new(d, heads, p, device)),
             attn: MultiheadAttention::new(d, heads, p, device),
             linear1: linear(d, ffn, device),
             linear2: linear(ffn, d, device),
@@ -49,7 +65,9 @@ impl TransformerLayer {
             dropout2: dropout(p),
         }
     }
+}
 
+impl TransformerLayer {
     /// `x [B, T, d]`; `memory` = `None` for self-attention, else the decoder's memory
     /// (already extended with the query).
     pub fn forward(
@@ -59,17 +77,18 @@ impl TransformerLayer {
         name: &str,
         trace: &mut Trace,
     ) -> Tensor<3> {
-        let attn_name = if memory.is_none() {
-            format!("{name}.self_attn")
+        let kind = if memory.is_none() {
+            ".self_attn"
         } else {
-            format!("{name}.multihead_attn")
+            ".multihead_attn"
         };
+        let attn_name = trace.name(|| format!("{name}{kind}"));
         let a = self.attn.forward(x.clone(), memory, &attn_name, trace);
         let x = self.norm1.forward(x + self.dropout1.forward(a));
-        trace.record(&format!("{name}.norm1"), &x);
+        trace.record((name, ".norm1"), &x);
         let h = self.linear1.forward(x.clone());
         if self.unused_self_attn.is_none() {
-            trace.record(&format!("{name}.linear1"), &h);
+            trace.record((name, ".linear1"), &h);
         }
         let h = self.linear2.forward(self.dropout.forward(relu(h)));
         let x = self.norm2.forward(x + self.dropout2.forward(h));
@@ -129,9 +148,41 @@ pub struct TemporalSelfRelation {
     pub encoder: LayerStack,
 }
 
+/// Sizes of the relation modules ([`TemporalSelfRelation`], [`CrossModalRelation`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RelationConfig {
+    /// Width of the input features (after the temporal encoder).
+    pub d_in: usize,
+    pub d_model: usize,
+    pub heads: usize,
+    pub dropout: f64,
+}
+
+impl RelationConfig {
+    fn layer(&self, ffn: usize, decoder: bool) -> TransformerLayerConfig {
+        TransformerLayerConfig {
+            d_model: self.d_model,
+            heads: self.heads,
+            ffn,
+            dropout: self.dropout,
+            decoder,
+        }
+    }
+
+    /// `InternalTemporalRelationModule`: two encoder layers, FFN 1024.
+    pub fn init_self(&self, device: &Device) -> TemporalSelfRelation {
+        TemporalSelfRelation::new(self.d_in, self.layer(1024, false), device)
+    }
+
+    /// `CrossModalRelationAttModule`: one decoder layer, FFN 512.
+    pub fn init_cross(&self, device: &Device) -> CrossModalRelation {
+        CrossModalRelation::new(self.d_in, self.layer(512, true), device)
+    }
+}
+
 impl TemporalSelfRelation {
-    pub fn new(d_in: usize, d: usize, heads: usize, p: f64, device: &Device) -> Self {
-        let template = TransformerLayer::new(d, heads, 1024, p, false, device);
+    fn new(d_in: usize, layer: TransformerLayerConfig, device: &Device) -> Self {
+        let (d, template) = (layer.d_model, layer.init(device));
         Self {
             affine_matrix: linear(d_in, d, device),
             encoder: LayerStack::new(template, 2),
@@ -141,9 +192,10 @@ impl TemporalSelfRelation {
     /// `[B, T, in]` → `[B, T, d]`.
     pub fn forward(&self, x: Tensor<3>, name: &str, trace: &mut Trace) -> Tensor<3> {
         let mut x = self.affine_matrix.forward(x);
-        trace.record(&format!("{name}.affine_matrix"), &x);
+        trace.record((name, ".affine_matrix"), &x);
         for (i, layer) in self.encoder.layers.iter().enumerate() {
-            x = layer.forward(x, None, &format!("{name}.encoder.layers.{i}"), trace);
+            let layer_name = trace.name(|| format!("{name}.encoder.layers.{i}"));
+            x = layer.forward(x, None, &layer_name, trace);
         }
         trace.record(name, &x);
         x
@@ -167,8 +219,8 @@ pub struct CrossModalRelation {
 }
 
 impl CrossModalRelation {
-    pub fn new(d_in: usize, d: usize, heads: usize, p: f64, device: &Device) -> Self {
-        let template = TransformerLayer::new(d, heads, 512, p, true, device);
+    fn new(d_in: usize, layer: TransformerLayerConfig, device: &Device) -> Self {
+        let (d, template) = (layer.d_model, layer.init(device));
         Self {
             affine_matrix: linear(d_in, d, device),
             decoder: LayerStack::new(template, 1),
@@ -184,15 +236,11 @@ impl CrossModalRelation {
         trace: &mut Trace,
     ) -> Tensor<3> {
         let mut x = self.affine_matrix.forward(query);
-        trace.record(&format!("{name}.affine_matrix"), &x);
+        trace.record((name, ".affine_matrix"), &x);
         for (i, layer) in self.decoder.layers.iter().enumerate() {
             let extended = Tensor::cat(vec![memory.clone(), x.clone()], 1); // [B, 2T, d]
-            x = layer.forward(
-                x,
-                Some(extended),
-                &format!("{name}.decoder.layers.{i}"),
-                trace,
-            );
+            let layer_name = trace.name(|| format!("{name}.decoder.layers.{i}"));
+            x = layer.forward(x, Some(extended), &layer_name, trace);
         }
         trace.record(name, &x);
         x
@@ -216,25 +264,37 @@ pub struct AudioVideoInteraction {
     pub dropout: Dropout,
 }
 
-impl AudioVideoInteraction {
-    pub fn new(d: usize, heads: usize, attn_p: f64, p: f64, device: &Device) -> Self {
-        Self {
-            video_multihead: MultiheadAttention::new(d, heads, attn_p, device),
+/// Sizes of an [`AudioVideoInteraction`] block.
+#[derive(Debug, Clone, Copy)]
+pub struct InteractionConfig {
+    pub d_model: usize,
+    pub heads: usize,
+    /// Dropout of the attention weights (0.2 in the official code).
+    pub attn_dropout: f64,
+    /// Dropout of the residual branch (0.1).
+    pub dropout: f64,
+}
+
+impl InteractionConfig {
+    pub fn init(&self, device: &Device) -> AudioVideoInteraction {
+        let d = self.d_model;
+        AudioVideoInteraction {
+            video_multihead: MultiheadAttention::new(d, self.heads, self.attn_dropout, device),
             norm1: layer_norm(d, device),
-            dropout: dropout(p),
+            dropout: dropout(self.dropout),
         }
     }
+}
 
+impl AudioVideoInteraction {
     /// `x, y [B, T, d]` → `[B, T, d]`.
     pub fn forward(&self, x: Tensor<3>, y: Tensor<3>, name: &str, trace: &mut Trace) -> Tensor<3> {
         let g = x.clone() * y.clone();
         let memory = Tensor::cat(vec![y, x], 1);
-        let a = self.video_multihead.forward(
-            g.clone(),
-            Some(memory),
-            &format!("{name}.video_multihead"),
-            trace,
-        );
+        let attn_name = trace.name(|| format!("{name}.video_multihead"));
+        let a = self
+            .video_multihead
+            .forward(g.clone(), Some(memory), &attn_name, trace);
         let out = self.norm1.forward(g + self.dropout.forward(a));
         trace.record(name, &out);
         out

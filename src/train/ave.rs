@@ -287,13 +287,18 @@ pub struct AveTask<'a> {
 
 impl<'a> AveTask<'a> {
     /// A fresh run: the model initialised from the config's seed.
-    pub fn fresh(cfg: &'a TrainConfig, data: AveData, base: &Device, verbose: bool) -> Self {
+    pub fn fresh(
+        cfg: &'a TrainConfig,
+        data: AveData,
+        base: &Device,
+        verbose: bool,
+    ) -> Result<Self> {
         let device = base.clone().autodiff();
         base.seed(cfg.seed);
         device.seed(cfg.seed);
-        let model = CaceNet::new(&cfg.model, &device);
+        let model = CaceNet::new(&cfg.model, &device)?;
         let adam = Adam::new(cfg.adam.clone());
-        Self::with(cfg, data, model, adam, base, verbose)
+        Ok(Self::with(cfg, data, model, adam, base, verbose))
     }
 
     /// A run continued from the checkpoint directory `last`.

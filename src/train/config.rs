@@ -80,7 +80,7 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         self.model
             .validate()
-            .map_err(|e| anyhow::anyhow!("model config: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("model.{e}"))?;
         for (name, v) in [
             ("epochs", self.epochs),
             ("batch_size", self.batch_size),

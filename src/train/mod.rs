@@ -51,12 +51,15 @@ pub fn train(opts: &RunOptions) -> Result<Report> {
     let (mut task, state) = match &last {
         Some(dir) => {
             check_resumable(&run, cfg)?;
-            let task = AveTask::resume(cfg, data, dir, &opts.device, opts.verbose)?;
-            (task, read_state(dir)?)
+            let state = read_state(dir)?;
+            (
+                AveTask::resume(cfg, data, dir, &opts.device, opts.verbose)?,
+                state,
+            )
         }
         None => {
             run.start(cfg)?;
-            let task = AveTask::fresh(cfg, data, &opts.device, opts.verbose);
+            let task = AveTask::fresh(cfg, data, &opts.device, opts.verbose)?;
             (task, RunState::default())
         }
     };
