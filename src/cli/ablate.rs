@@ -1,8 +1,8 @@
 use std::path::PathBuf;
 
+use super::args::DeviceArg;
 use anyhow::Result;
 use cace_net::ablate::{self, AblateOptions};
-use cace_net::device::parse_device;
 
 use super::train::load_config;
 
@@ -32,10 +32,8 @@ pub struct Args {
     /// Runs trained at the same time.
     #[arg(long, default_value_t = 1)]
     jobs: usize,
-    /// `cpu`, `cuda[:N]`, `wgpu[:ADAPTER]` or `vulkan[:ADAPTER]` (each GPU kind needs its cargo
-    /// feature; README, GPU).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -55,7 +53,7 @@ pub fn run(a: Args) -> Result<()> {
         base,
         seeds,
         jobs: a.jobs,
-        device: parse_device(&a.device)?,
+        device: a.device.get()?,
     })?;
     println!("{}", ablate::markdown(&result));
     println!(

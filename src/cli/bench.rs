@@ -1,13 +1,11 @@
+use super::args::DeviceArg;
 use anyhow::Result;
 use cace_net::bench;
-use cace_net::device::parse_device;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// `cpu`, `cuda[:N]`, `wgpu[:ADAPTER]` or `vulkan[:ADAPTER]` (each GPU kind needs its cargo
-    /// feature; README, GPU).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArg,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     json: bool,
@@ -17,7 +15,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let device = parse_device(&a.device)?;
+    let device = a.device.get()?;
     let r = bench::run(&device, a.reps.max(1));
     if a.json {
         println!("{}", serde_json::to_string(&r)?);

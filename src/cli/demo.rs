@@ -11,8 +11,10 @@ pub struct Args {
     /// Where the synthetic data and the run go.
     #[arg(long, default_value = "cace-demo")]
     out: PathBuf,
+    /// Videos in the synthetic dataset (train, val and test together).
     #[arg(long, default_value_t = 400)]
     videos: usize,
+    /// Training epochs.
     #[arg(long, default_value_t = 6)]
     epochs: usize,
 }

@@ -1,35 +1,34 @@
 use std::path::PathBuf;
 
+use super::args::{CheckpointArg, DeviceArg};
 use anyhow::Result;
 use cace_net::checkpoint;
 use cace_net::data::ave::{AveDir, Split};
-use cace_net::device::parse_device;
 use cace_net::inference::{check_feature_widths, label_name, predict_split};
 use cace_net::metric::Breakdown;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Checkpoint: official `.pth.tar` or native directory.
-    #[arg(long)]
-    checkpoint: PathBuf,
+    #[command(flatten)]
+    checkpoint: CheckpointArg,
     /// Dataset directory in the AVE layout (with labels).
     #[arg(long)]
     data: PathBuf,
+    /// Split to evaluate: train, val or test.
     #[arg(long, default_value = "test")]
     split: Split,
     /// Also write the breakdown as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Videos per forward pass (memory vs speed; results do not change).
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-    /// `cpu`, `cuda[:N]`, `wgpu[:ADAPTER]` or `vulkan[:ADAPTER]` (each GPU kind needs its cargo
-    /// feature; README, GPU).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let device = parse_device(&a.device)?;
+    let device = a.device.get()?;
     let data = AveDir::open(&a.data)?;
     anyhow::ensure!(
         data.has_labels(),
@@ -37,7 +36,7 @@ pub fn run(a: Args) -> Result<()> {
         a.data.display()
     );
     anyhow::ensure!(a.batch_size > 0, "--batch-size must be at least 1");
-    let loaded = checkpoint::load(&a.checkpoint, None, &device)?;
+    let loaded = checkpoint::load(&a.checkpoint.path, None, &device)?;
     check_feature_widths(&loaded.config, &data)?;
     let result = predict_split(&loaded.model, &data, a.split, a.batch_size, &device)?;
     let pred: Vec<usize> = result.videos.iter().flat_map(|v| v.pred.clone()).collect();

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
+use super::args::DeviceArg;
 use anyhow::{Result, bail};
-use cace_net::device::parse_device;
 use cace_net::encoders::decode;
 use cace_net::encoders::registry::{EncoderKind, check_weights, load_encoders};
 use cace_net::extract::dataset::{
@@ -28,9 +28,8 @@ pub struct Args {
     /// Combine finished shard folders into `--out` instead of extracting.
     #[arg(long, num_args = 1.., conflicts_with_all = ["videos", "weights", "shard"])]
     merge: Vec<PathBuf>,
-    /// `cpu` or `cuda[:N]`.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 fn print_report(r: &ExtractReport) {
@@ -75,7 +74,7 @@ pub fn run(a: Args) -> Result<()> {
     if !decode::available() {
         bail!(decode::NOT_BUILT);
     }
-    let device = parse_device(&a.device)?;
+    let device = a.device.get()?;
     // Fail on a missing weight file before any decoding.
     check_weights(a.encoders, &weights)?;
     let opts = ExtractOptions {

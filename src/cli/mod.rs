@@ -1,6 +1,7 @@
 //! Subcommands: thin wrappers that parse arguments, call the library and print.
 
 mod ablate;
+mod args;
 mod bench;
 mod demo;
 mod eval;

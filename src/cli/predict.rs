@@ -1,9 +1,9 @@
 use std::path::{Path, PathBuf};
 
+use super::args::{CheckpointArg, DeviceArg};
 use anyhow::{Context, Result, bail};
 use cace_net::checkpoint;
 use cace_net::data::ave::{AveDir, Split};
-use cace_net::device::parse_device;
 use cace_net::encoders::decode::{self, open_clip};
 use cace_net::encoders::registry::{EncoderKind, load_encoders};
 use cace_net::extract::dataset::list_videos;
@@ -12,12 +12,12 @@ use cace_net::inference::{check_feature_widths, predict_split};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Checkpoint: official `.pth.tar` or native directory.
-    #[arg(long)]
-    checkpoint: PathBuf,
+    #[command(flatten)]
+    checkpoint: CheckpointArg,
     /// Dataset directory in the AVE layout.
     #[arg(long, required_unless_present = "video", conflicts_with = "video")]
     data: Option<PathBuf>,
+    /// Split to predict (with `--data`): train, val or test.
     #[arg(long, default_value = "test")]
     split: Split,
     /// A video file, or a folder of videos (one result each), to run end to end: decode,
@@ -40,11 +40,11 @@ pub struct Args {
     /// frame (paper Figure 5), `<video>_<kind>_t<second>.png`, for `--video`.
     #[arg(long, requires = "video")]
     attention: Option<PathBuf>,
+    /// Videos per forward pass (memory vs speed; results do not change).
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-    /// `cpu` or `cuda[:N]`.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -55,9 +55,9 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--data needs --out (the JSON file to write)");
     };
     anyhow::ensure!(a.batch_size > 0, "--batch-size must be at least 1");
-    let device = parse_device(&a.device)?;
+    let device = a.device.get()?;
     let data = AveDir::open(data)?;
-    let loaded = checkpoint::load(&a.checkpoint, None, &device)?;
+    let loaded = checkpoint::load(&a.checkpoint.path, None, &device)?;
     check_feature_widths(&loaded.config, &data)?;
     let result = predict_split(&loaded.model, &data, a.split, a.batch_size, &device)?;
     let json = serde_json::to_vec_pretty(&result)?;
@@ -97,7 +97,7 @@ fn run_video(a: Args, video: &Path) -> Result<()> {
         bail!(decode::NOT_BUILT);
     }
     let weights = a.weights.as_deref().expect("clap requires --weights");
-    let device = parse_device(&a.device)?;
+    let device = a.device.get()?;
     let folder = video.is_dir();
     let videos = if folder {
         list_videos(video)?
@@ -114,12 +114,12 @@ fn run_video(a: Args, video: &Path) -> Result<()> {
             Err(e) => return Err(e),
         }
     }
-    let loaded = checkpoint::load(&a.checkpoint, None, &device)?;
+    let loaded = checkpoint::load(&a.checkpoint.path, None, &device)?;
     let (vd, ad) = a.encoders.dims();
     if (vd, ad) != (loaded.config.visual_dim, loaded.config.audio_dim) {
         bail!(
             "checkpoint {} expects {}-d visual and {}-d audio features; --encoders {} gives {vd} and {ad}",
-            a.checkpoint.display(),
+            a.checkpoint.path.display(),
             loaded.config.visual_dim,
             loaded.config.audio_dim,
             a.encoders

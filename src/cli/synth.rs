@@ -15,6 +15,7 @@ pub struct Args {
     /// Difficulty: scales every noise term (0 = clean, 0.75 = default, 2 = hard).
     #[arg(long, default_value_t = cace_net::data::synth::DEFAULT_NOISE)]
     pub noise: f32,
+    /// Seed of the generator: the same seed gives the same files.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Write float32 features instead of float64 (the real AVE files are float64).

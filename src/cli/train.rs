@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
+use super::args::DeviceArg;
 use anyhow::{Context, Result, bail};
-use cace_net::device::parse_device;
 use cace_net::train::{self, Report, RunOptions, TrainConfig};
 
 #[derive(clap::Args)]
@@ -15,22 +15,23 @@ pub struct Args {
     /// Training config (JSON; fields of `TrainConfig`, missing ones take the published defaults).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Epochs (overrides the config; more than a saved run's extends it with --resume).
     #[arg(long)]
     epochs: Option<usize>,
+    /// Seed of initialisation, shuffling, dropout and noise (overrides the config).
     #[arg(long)]
     seed: Option<u64>,
     /// Several seeds, comma-separated: one run per seed in OUT/seed-N, then mean ± std.
     #[arg(long, value_delimiter = ',', conflicts_with = "seed")]
     seeds: Vec<u64>,
+    /// Training batch size (overrides the config).
     #[arg(long)]
     batch_size: Option<usize>,
     /// Replace the audio features by zeros (ablation).
     #[arg(long)]
     zero_audio: bool,
-    /// `cpu`, `cuda[:N]`, `wgpu[:ADAPTER]` or `vulkan[:ADAPTER]` (each GPU kind needs its cargo
-    /// feature; README, GPU).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArg,
     /// Continue the run saved in `--out`.
     #[arg(long)]
     resume: bool,
@@ -74,7 +75,7 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--seeds lists seed {s} twice");
     }
     config.validate()?;
-    let device = parse_device(&a.device)?;
+    let device = a.device.get()?;
     if a.seeds.is_empty() {
         let report = train::train(&RunOptions {
             data: a.data,
