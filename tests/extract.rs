@@ -321,6 +321,17 @@ fn shards_split_the_list_and_merge_into_the_unsharded_files() {
     let report = merge_shards(&shard_dirs, &merged).unwrap();
     assert_eq!((report.videos, report.rows, report.failed.len()), (6, 6, 1));
     assert_same_files(&whole, &merged);
+
+    // The same merge through the command: the files are written, and the exit status is 1
+    // because a video failed (the rule `extract` and `predict --video` share).
+    let by_cli = dir.path().join("merged_cli");
+    let mut args = vec!["extract", "--merge"];
+    args.extend(shard_dirs.iter().map(|p| s(p)));
+    args.extend(["--out", s(&by_cli)]);
+    let (ok, _, stderr) = cace(&args);
+    assert!(!ok, "a failed video must give a non-zero exit: {stderr}");
+    assert!(stderr.contains("1 of 6 videos failed"), "{stderr}");
+    assert_same_files(&whole, &by_cli);
 }
 
 fn cace(args: &[&str]) -> (bool, String, String) {
@@ -358,7 +369,7 @@ fn config(visual_dim: usize) -> ModelConfig {
 /// A native checkpoint of a randomly initialised CACE-Net.
 fn random_checkpoint(dir: &Path, visual_dim: usize) -> PathBuf {
     let cfg = config(visual_dim);
-    let model = CaceNet::new(&cfg, &Device::flex());
+    let model = CaceNet::new(&cfg, &Device::flex()).unwrap();
     native::write(dir, &checkpoint::state_dict(&model), &cfg).unwrap();
     dir.to_path_buf()
 }
