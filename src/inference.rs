@@ -1,12 +1,13 @@
 //! Evaluation-mode inference over a split of an AVE-layout dataset.
 
-use anyhow::{Context, Result};
-use burn::tensor::Device;
+use anyhow::{Context, Result, bail};
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::Serialize;
 
 use crate::data::annotations::{BACKGROUND, CATEGORIES};
 use crate::data::ave::{AveDir, Split};
 use crate::data::batch::{Features, Prefetch, Shapes};
+use crate::loss::Targets;
 use crate::metric::{Accuracy, event_prob, predict};
 use crate::model::{CaceNet, ForwardOptions};
 use crate::{T, to_vec};
@@ -114,5 +115,53 @@ pub fn predict_split(
         videos,
         accuracy: acc.percent(),
         batch_size,
+    })
+}
+
+/// One video of a dataset through the model, with what the figures draw.
+pub struct RowOutputs {
+    /// Per-segment prediction, 28 = background.
+    pub pred: [usize; T],
+    pub event_prob: [f32; T],
+    /// Ground-truth segment labels when the dataset has labels.
+    pub truth: Option<[usize; T]>,
+    /// AVCA's spatial maps by name, `[T · 49]` each; `None` for guides without them.
+    pub maps: Option<[(&'static str, Vec<f32>); 2]>,
+}
+
+/// Runs `model` (evaluation mode) on dataset row `row`.
+pub fn run_row(model: &CaceNet, data: &AveDir, row: usize, device: &Device) -> Result<RowOutputs> {
+    let dims = data.visual_shape();
+    if dims.len() != 4 {
+        bail!(
+            "{}: the model needs visual maps [N, 10, 7, 7, C]; found per-row shape {dims:?}",
+            data.dir().display()
+        );
+    }
+    let (mut v, mut a) = (vec![], vec![]);
+    data.read_visual(&[row], &mut v)?;
+    data.read_audio(&[row], &mut a)?;
+    let visual = TensorData::new(v, [1, T, dims[1], dims[2], dims[3]]);
+    let audio = TensorData::new(a, [1, T, data.audio_dim()]);
+    let out = model.forward(
+        Tensor::<5>::from_data(visual, device),
+        Tensor::<3>::from_data(audio, device),
+        ForwardOptions::bece_on(),
+    );
+    let logits = to_vec(out.is_event);
+    let pred = predict(&logits, &to_vec(out.event_scores), 1);
+    let truth = if data.has_labels() {
+        let mut l = vec![];
+        data.read_labels(&[row], &mut l)?;
+        let segment = Targets::from_onehot(&l, 1).segment;
+        Some(std::array::from_fn(|t| segment[t]))
+    } else {
+        None
+    };
+    Ok(RowOutputs {
+        pred: std::array::from_fn(|t| pred[t]),
+        event_prob: std::array::from_fn(|t| event_prob(logits[t])),
+        truth,
+        maps: out.spatial_maps.map(|m| m.named()),
     })
 }

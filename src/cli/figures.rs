@@ -5,15 +5,12 @@ use std::path::PathBuf;
 
 use super::args::{CheckpointArg, DeviceArg};
 use anyhow::{Context, Result, bail};
-use burn::tensor::{Tensor, TensorData};
+use cace_net::T;
 use cace_net::checkpoint;
 use cace_net::data::annotations::CATEGORIES;
 use cace_net::data::ave::{AveDir, Split};
-use cace_net::loss::Targets;
-use cace_net::metric::{event_prob, predict};
-use cace_net::model::ForwardOptions;
+use cace_net::inference::{label_name, run_row};
 use cace_net::plot::{TimelineRow, attention_grid, timeline};
-use cace_net::{T, to_vec};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -52,89 +49,58 @@ pub fn run(a: Args) -> Result<()> {
         bail!("segment {s} out of range: segments are 0..{}", T - 1);
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let mut names: Vec<&str> = CATEGORIES.to_vec();
-    names.push("background");
-    let dims = data.visual_shape();
-    if dims.len() != 4 {
-        bail!(
-            "{}: the model needs visual maps [N, 10, 7, 7, C]; found per-row shape {dims:?}",
-            data.dir().display()
-        );
-    }
+    let split = a.split.as_str();
     for &pos in &a.videos {
         let Some(&row) = order.get(pos) else {
             bail!(
-                "video {pos} out of range: the {} split has {} videos",
-                a.split.as_str(),
+                "video {pos} out of range: the {split} split has {} videos",
                 order.len()
             );
         };
-        let (mut v, mut au) = (vec![], vec![]);
-        data.read_visual(&[row], &mut v)?;
-        data.read_audio(&[row], &mut au)?;
-        let visual = Tensor::<5>::from_data(
-            TensorData::new(v, [1, T, dims[1], dims[2], dims[3]]),
-            &device,
-        );
-        let audio = Tensor::<3>::from_data(TensorData::new(au, [1, T, data.audio_dim()]), &device);
-        let out = loaded
-            .model
-            .forward(visual, audio, ForwardOptions::bece_on());
-        let is_event = to_vec(out.is_event);
-        let pred = predict(&is_event, &to_vec(out.event_scores), 1);
-        let probs: [f32; T] = std::array::from_fn(|t| event_prob(is_event[t]));
-        let pred: [usize; T] = std::array::from_fn(|t| pred[t]);
+        let r = run_row(&loaded.model, &data, row, &device)?;
         let mut rows = vec![TimelineRow {
             name: "prediction",
-            labels: &pred,
-            probs: Some(&probs),
+            labels: &r.pred,
+            probs: Some(&r.event_prob),
         }];
-        let truth: Option<[usize; T]> = if data.has_labels() {
-            let mut l = vec![];
-            data.read_labels(&[row], &mut l)?;
-            let segment = Targets::from_onehot(&l, 1).segment;
-            Some(std::array::from_fn(|t| segment[t]))
-        } else {
-            None
-        };
-        if let Some(truth) = &truth {
+        if let Some(truth) = &r.truth {
             rows.push(TimelineRow {
                 name: "ground truth",
                 labels: truth,
                 probs: None,
             });
         }
-        let title = format!("{} video {pos} (row {row})", a.split.as_str());
-        let path = a
-            .out
-            .join(format!("timeline_{}_{pos}.png", a.split.as_str()));
-        timeline(&path, &title, &rows, &names)?;
+        let path = a.out.join(format!("timeline_{split}_{pos}.png"));
+        let title = format!("{split} video {pos} (row {row})");
+        timeline(&path, &title, &rows, &label_names())?;
         println!("{}", path.display());
 
-        let Some(maps) = out.spatial_maps else {
+        let Some(maps) = r.maps else {
             eprintln!(
                 "no spatial attention in this model (guide {:?})",
                 loaded.config.guide
             );
             continue;
         };
-        for (kind, w) in maps.named() {
+        for (kind, w) in maps {
             for &t in &segments {
                 let grid: [f32; 49] = std::array::from_fn(|i| w[t * 49 + i]);
-                let label = names[pred[t]];
-                let path = a.out.join(format!(
-                    "attention_{kind}_{}_{pos}_t{t}.png",
-                    a.split.as_str()
-                ));
-                attention_grid(
-                    &path,
-                    &format!("{kind} attention, second {t} (predicted: {label})"),
-                    &grid,
-                    None,
-                )?;
+                let path = a
+                    .out
+                    .join(format!("attention_{kind}_{split}_{pos}_t{t}.png"));
+                let label = label_name(r.pred[t]);
+                let title = format!("{kind} attention, second {t} (predicted: {label})");
+                attention_grid(&path, &title, &grid, None)?;
                 println!("{}", path.display());
             }
         }
     }
     Ok(())
+}
+
+/// The 28 category names and "background".
+fn label_names() -> Vec<&'static str> {
+    let mut names = CATEGORIES.to_vec();
+    names.push("background");
+    names
 }

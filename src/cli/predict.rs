@@ -99,21 +99,8 @@ fn run_video(a: Args, video: &Path) -> Result<()> {
     let weights = a.weights.as_deref().expect("clap requires --weights");
     let device = a.device.get()?;
     let folder = video.is_dir();
-    let videos = if folder {
-        list_videos(video)?
-    } else {
-        vec![video.to_path_buf()]
-    };
     // Cheap checks first: the clips, the checkpoint, the weight files.
-    let mut failed: Vec<(PathBuf, String)> = Vec::new();
-    let mut usable = Vec::new();
-    for v in videos {
-        match open_clip(&v) {
-            Ok(_) => usable.push(v),
-            Err(e) if folder => failed.push((v, format!("{e:#}"))),
-            Err(e) => return Err(e),
-        }
-    }
+    let (usable, mut failed) = openable_clips(video, folder)?;
     let loaded = checkpoint::load(&a.checkpoint.path, None, &device)?;
     let (vd, ad) = a.encoders.dims();
     if (vd, ad) != (loaded.config.visual_dim, loaded.config.audio_dim) {
@@ -125,7 +112,6 @@ fn run_video(a: Args, video: &Path) -> Result<()> {
             a.encoders
         );
     }
-    // Checks the weight files first, naming a missing one.
     let (frames, audio) = load_encoders(a.encoders, weights, &device)?;
     if let Some(dir) = a.figure.as_ref().filter(|_| folder) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -166,20 +152,8 @@ fn run_video(a: Args, video: &Path) -> Result<()> {
         }
         results.push(r);
     }
-
     if let Some(out) = &a.out {
-        let json = if folder {
-            let failed: Vec<serde_json::Value> = failed
-                .iter()
-                .map(|(v, e)| serde_json::json!({"video": v.to_string_lossy(), "error": e}))
-                .collect();
-            serde_json::to_vec_pretty(&serde_json::json!({"videos": results, "failed": failed}))?
-        } else {
-            serde_json::to_vec_pretty(&results[0])?
-        };
-        checkpoint::native::write_atomic(out, &json)
-            .with_context(|| format!("writing {}", out.display()))?;
-        println!("results → {}", out.display());
+        write_video_results(out, folder, &results, &failed)?;
     }
     if !failed.is_empty() {
         for (v, e) in &failed {
@@ -191,5 +165,48 @@ fn run_video(a: Args, video: &Path) -> Result<()> {
             failed.len() + results.len()
         );
     }
+    Ok(())
+}
+
+type Failed = Vec<(PathBuf, String)>;
+
+/// The clips of `video` (a file, or every video in a folder) that open; in a folder the others
+/// are returned as failed, a single file that does not open is an error.
+fn openable_clips(video: &Path, folder: bool) -> Result<(Vec<PathBuf>, Failed)> {
+    let videos = if folder {
+        list_videos(video)?
+    } else {
+        vec![video.to_path_buf()]
+    };
+    let (mut usable, mut failed) = (Vec::new(), Vec::new());
+    for v in videos {
+        match open_clip(&v) {
+            Ok(_) => usable.push(v),
+            Err(e) if folder => failed.push((v, format!("{e:#}"))),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((usable, failed))
+}
+
+/// `--out`: one video's result, or for a folder `{"videos": [...], "failed": [...]}`.
+fn write_video_results(
+    out: &Path,
+    folder: bool,
+    results: &[VideoResult],
+    failed: &Failed,
+) -> Result<()> {
+    let json = if folder {
+        let failed: Vec<serde_json::Value> = failed
+            .iter()
+            .map(|(v, e)| serde_json::json!({"video": v.to_string_lossy(), "error": e}))
+            .collect();
+        serde_json::to_vec_pretty(&serde_json::json!({"videos": results, "failed": failed}))?
+    } else {
+        serde_json::to_vec_pretty(&results[0])?
+    };
+    checkpoint::native::write_atomic(out, &json)
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("results → {}", out.display());
     Ok(())
 }

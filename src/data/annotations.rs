@@ -12,8 +12,8 @@ use super::error::DataError;
 pub const NUM_CLASSES: usize = 28;
 /// Class index of the background (no event) label; one-hot vectors have `NUM_CLASSES + 1` entries.
 pub const BACKGROUND: usize = 28;
-/// Number of one-second segments per video.
-pub const T: usize = 10;
+/// Number of one-second segments per video (defined once, in the crate root).
+pub use crate::T;
 
 /// Category names in class-index order (order of first appearance in the AVE `Annotations.txt`).
 pub const CATEGORIES: [&str; NUM_CLASSES] = [
