@@ -203,6 +203,34 @@ impl CoGuidedAttention {
         audio.clone() + sigmoid(a_tilde).mul_scalar(self.psi) * audio
     }
 
+    /// Step 3.3 on `g1 [BT, 49, 512]`: the self-calibration vector `c_self [BT, 512]`, its
+    /// attention over the cells `[BT, 1, 49]`, and `affine_video_1(G1)` for step 3.4
+    /// (both projections of G1 in one multiply).
+    fn self_calibration(
+        &self,
+        g1: &Tensor<3>,
+        trace: &mut Trace,
+    ) -> (Tensor<2>, Tensor<3>, Tensor<3>) {
+        let [bt, _, c] = g1.dims();
+        let m = self
+            .affine_video_ave
+            .forward(g1.clone().mean_dim(1).reshape([bt, c]));
+        trace.record((NAME, ".affine_video_ave"), &m);
+        let mut g =
+            fused_linear(g1.clone(), &[&self.affine_video_3, &self.affine_video_1]).into_iter();
+        let (g1_v3, g1_v1) = (
+            g.next().expect("two projections"),
+            g.next().expect("two projections"),
+        );
+        let q = relu(g1_v3) * relu(m).unsqueeze_dim(1); // [BT, 49, 256]
+        let logits = self.ave_v_att.forward(q); // [BT, 49, 1]
+        trace.record((NAME, ".ave_v_att"), &logits);
+        let w_self = softmax(logits.tanh(), 1).swap_dims(1, 2); // [BT, 1, 49]
+        trace.record((NAME, ":self_attention"), &w_self);
+        let c_self = w_self.clone().matmul(g1.clone()).reshape([bt, c]);
+        (c_self, w_self, g1_v1)
+    }
+
     /// Co-Guide (and Audio-Guide, ψ = 0): the published AVCA, REFERENCE §2.3 step 3.
     fn forward_co_guide(
         &self,
@@ -241,24 +269,8 @@ impl CoGuidedAttention {
         let g2 = self.spatial_self_attention(&x, q2, k2, v2);
         trace.record((NAME, ".v_norm@call1"), &g2);
 
-        // 3.3 Self-calibration vector c_self (paper Eq. 1).
-        let m = self
-            .affine_video_ave
-            .forward(g1.clone().mean_dim(1).reshape([bt, c]));
-        trace.record((NAME, ".affine_video_ave"), &m);
-        // affine_video_3 (here) and affine_video_1 (3.4) both read G1: one multiply.
-        let mut g =
-            fused_linear(g1.clone(), &[&self.affine_video_3, &self.affine_video_1]).into_iter();
-        let (g1_v3, g1_v1) = (
-            g.next().expect("two projections"),
-            g.next().expect("two projections"),
-        );
-        let q = relu(g1_v3) * relu(m).unsqueeze_dim(1); // [BT, 49, 256]
-        let logits = self.ave_v_att.forward(q); // [BT, 49, 1]
-        trace.record((NAME, ".ave_v_att"), &logits);
-        let w_self = softmax(logits.tanh(), 1).swap_dims(1, 2); // [BT, 1, 49]
-        trace.record((NAME, ":self_attention"), &w_self);
-        let c_self = w_self.clone().matmul(g1.clone()).reshape([bt, c]);
+        // 3.3 Self-calibration vector c_self (paper Eq. 1), and G1's projection for 3.4.
+        let (c_self, w_self, g1_v1) = self.self_calibration(&g1, trace);
 
         // 3.4 Audio-guided channel attention.
         let qa = self.affine_audio_1.forward(a_flat.clone());

@@ -205,17 +205,8 @@ impl CaceNet {
         let vq = vq.clone() + (g_a * vq).mul_scalar(self.alpha);
         let aq = aq.clone() + (g_v * aq).mul_scalar(self.alpha);
 
-        // 12. CAS: per-class mean of the top-k segments, averaged over modalities → [B, 28].
-        trace.record("video_cas.input", &vq);
-        let cas_v = self.video_cas.forward(vq.clone());
-        trace.record("video_cas", &cas_v);
-        trace.record("audio_cas.input", &aq);
-        let cas_a = self.audio_cas.forward(aq.clone());
-        trace.record("audio_cas", &cas_a);
-        let k = self.cas_top_k;
-        let c = cas_v.dims()[2];
-        let top_mean = |x: Tensor<3>| x.topk(k, 1).mean_dim(1).reshape([b, c]);
-        let av_score = (top_mean(cas_v) + top_mean(cas_a)).mul_scalar(0.5);
+        // 12. CAS score → [B, 28].
+        let av_score = self.cas_score(vq.clone(), aq.clone(), trace);
 
         // 13. Audio-video interaction; code: the second block reads the already updated vq.
         let vq = self.av_inter.forward(vq, aq.clone(), "AVInter", trace);
@@ -242,6 +233,21 @@ impl CaceNet {
             k: head.k,
             spatial_maps,
         }
+    }
+
+    /// Step 12, class activation sequences: per class, the mean of the top-k segments' scores,
+    /// averaged over the two modalities. `vq, aq [B, T, d]` → `[B, 28]`.
+    fn cas_score(&self, vq: Tensor<3>, aq: Tensor<3>, trace: &mut Trace) -> Tensor<2> {
+        trace.record("video_cas.input", &vq);
+        let cas_v = self.video_cas.forward(vq);
+        trace.record("video_cas", &cas_v);
+        trace.record("audio_cas.input", &aq);
+        let cas_a = self.audio_cas.forward(aq);
+        trace.record("audio_cas", &cas_a);
+        let [b, _, c] = cas_v.dims();
+        let k = self.cas_top_k;
+        let top_mean = |x: Tensor<3>| x.topk(k, 1).mean_dim(1).reshape([b, c]);
+        (top_mean(cas_v) + top_mean(cas_a)).mul_scalar(0.5)
     }
 }
 
