@@ -73,11 +73,6 @@ const STAGING_DIR: &str = ".staging";
 const RUN_FILE: &str = "run.json";
 const FEAT_MAGIC: &[u8; 8] = b"CACEFEAT";
 
-/// Fault injection for the resume test: once this many videos were handled by this process,
-/// the next video that succeeds is left half-written and the process is killed (as `kill -9`
-/// would).
-pub const FAULT_ENV: &str = "CACE_FAULT_EXTRACT_KILL_AFTER";
-
 /// `--shard i/n`: the videos at list positions `p` with `p % count == index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Shard {
@@ -485,7 +480,7 @@ impl StageWriter {
         Ok(())
     }
 
-    fn finish(mut self, video: &str, kill: bool) -> Result<()> {
+    fn finish(mut self, video: &str) -> Result<()> {
         let staged = Staged {
             video: video.to_string(),
             windows: self.content.len(),
@@ -498,25 +493,11 @@ impl StageWriter {
         self.file.write_all(&(json.len() as u32).to_le_bytes())?;
         self.file.write_all(FEAT_MAGIC)?;
         let file = self.file.into_inner().map_err(|e| e.into_error())?;
-        if kill {
-            // Fault injection: leave a torn temporary file, die without cleaning up.
-            let len = file.metadata()?.len();
-            file.set_len(len / 2)?;
-            file.sync_all()?;
-            kill_self();
-        }
         file.sync_all()
             .with_context(|| format!("writing {}", self.tmp.display()))?;
         crate::fsutil::rename_durable(&self.tmp, &self.dest)
             .with_context(|| format!("renaming {} into place", self.tmp.display()))
     }
-}
-
-fn kill_self() -> ! {
-    let _ = std::process::Command::new("kill")
-        .args(["-9", &std::process::id().to_string()])
-        .status();
-    std::process::abort();
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -817,7 +798,6 @@ fn stage_videos(
     audio: &dyn AudioEncoder,
     progress: bool,
 ) -> Result<usize> {
-    let kill_after: Option<usize> = std::env::var(FAULT_ENV).ok().and_then(|s| s.parse().ok());
     let bar = if progress {
         ProgressBar::new(jobs.len() as u64)
     } else {
@@ -828,7 +808,7 @@ fn stage_videos(
             .unwrap(),
     );
     let visual_len: usize = settings.visual_shape.iter().product();
-    for (done, &(name, path)) in jobs.iter().enumerate() {
+    for &(name, path) in jobs {
         bar.set_message(
             path.file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -851,7 +831,7 @@ fn stage_videos(
                         )
                     });
                 }
-                writer.finish(name, kill_after.is_some_and(|n| done >= n))?
+                writer.finish(name)?
             }
             Err(e) => {
                 let _ = fs::remove_file(&writer.tmp);
