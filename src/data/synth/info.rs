@@ -1,5 +1,6 @@
-//! [`SYNTH_INFO_FILE`](super::SYNTH_INFO_FILE) (`synth.json`): the generator's parameters, seed, summary and the
-//! original AVE row of every synthetic row, so a dataset says how it was made.
+//! `synth.json` ([`SYNTH_INFO_FILE`](super::SYNTH_INFO_FILE)): the generator's parameters,
+//! seed, summary and the original AVE row of every synthetic row, so a dataset says how it was
+//! made.
 
 use super::generator::{
     AUDIO_AMP, AUDIO_BG_W, AUDIO_FRESH_W, AUDIO_NOISE, BLOB_MAX, BLOB_MIN, DISTRACTOR_AMP, FRESH_W,
@@ -7,8 +8,8 @@ use super::generator::{
 };
 use super::{P_OFF_SCREEN, P_SILENT, SynthConfig, SynthSummary};
 
-/// Content of [`SYNTH_INFO_FILE`](super::SYNTH_INFO_FILE): the generator's parameters, seed, summary and provenance
-/// (fields in this order in the file).
+/// Content of `synth.json`: the generator's parameters, seed, summary and provenance (fields
+/// in this order in the file).
 #[derive(serde::Serialize)]
 struct SynthInfo<'a> {
     generator: &'static str,
