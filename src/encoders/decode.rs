@@ -117,7 +117,13 @@ pub fn probe(path: &Path) -> Result<MediaInfo> {
 /// and at least one second. Every error names the file.
 pub fn open_clip(path: &Path) -> Result<MediaInfo> {
     let info = probe(path)?;
-    let p = path.display();
+    check_clip(&info)?;
+    Ok(info)
+}
+
+/// The checks of [`open_clip`] on what [`probe`] found.
+fn check_clip(info: &MediaInfo) -> Result<()> {
+    let p = info.path.display();
     let streams = || {
         let mut s = Vec::new();
         if let Some(v) = &info.video {
@@ -142,13 +148,19 @@ pub fn open_clip(path: &Path) -> Result<MediaInfo> {
              -c:v copy OUT"
         );
     }
+    check_length(info)
+}
+
+/// A clip needs at least one whole second ([`whole_seconds`]).
+fn check_length(info: &MediaInfo) -> Result<()> {
     if info.seconds == 0 {
         anyhow::bail!(
-            "{p}: is {:.2} s long; at least one second is needed",
+            "{}: is {:.2} s long; at least one second is needed",
+            info.path.display(),
             info.duration
         );
     }
-    Ok(info)
+    Ok(())
 }
 
 /// The sampled frames of a clip, one second at a time (see the module doc for which frames).
@@ -255,6 +267,72 @@ mod imp {
 // With FFmpeg
 
 #[cfg(feature = "video")]
+mod clock;
+#[cfg(feature = "video")]
 mod ffmpeg;
 #[cfg(feature = "video")]
 use ffmpeg as imp;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_seconds_allow_a_tenth_of_a_second_short() {
+        assert_eq!(whole_seconds(10.0), 10);
+        assert_eq!(whole_seconds(9.95), 10);
+        assert_eq!(whole_seconds(9.9), 10);
+        assert_eq!(whole_seconds(9.89), 9);
+        assert_eq!(whole_seconds(23.0), 23);
+        assert_eq!(whole_seconds(23.7), 23);
+        assert_eq!(whole_seconds(0.95), 1);
+        assert_eq!(whole_seconds(0.5), 0);
+        for bad in [0.0, -3.0, f64::NAN, f64::INFINITY] {
+            assert_eq!(whole_seconds(bad), 0, "{bad}");
+        }
+    }
+
+    fn clip(duration: f64, video: bool, audio: bool) -> MediaInfo {
+        MediaInfo {
+            path: PathBuf::from("/v/clip.mp4"),
+            container: "mov,mp4,m4a,3gp,3g2,mj2".into(),
+            duration,
+            seconds: whole_seconds(duration),
+            video: video.then(|| VideoStreamInfo {
+                codec: "h264".into(),
+                width: 320,
+                height: 240,
+                fps: Some(25.0),
+            }),
+            audio: audio.then(|| AudioStreamInfo {
+                codec: "aac".into(),
+                sample_rate: 48000,
+                channels: 2,
+            }),
+        }
+    }
+
+    #[test]
+    fn clips_need_both_streams_and_a_second() {
+        check_clip(&clip(9.95, true, true)).unwrap();
+        check_clip(&clip(1.0, true, true)).unwrap();
+        let err = |info: MediaInfo| check_clip(&info).unwrap_err().to_string();
+        assert_eq!(
+            err(clip(0.5, true, true)),
+            "/v/clip.mp4: is 0.50 s long; at least one second is needed"
+        );
+        assert_eq!(
+            err(clip(10.0, false, true)),
+            "/v/clip.mp4: has no video stream (streams: audio aac)"
+        );
+        assert!(
+            err(clip(10.0, true, false)).starts_with("/v/clip.mp4: has no audio track"),
+            "{}",
+            err(clip(10.0, true, false))
+        );
+        assert_eq!(
+            err(clip(10.0, false, false)),
+            "/v/clip.mp4: has no video stream (streams: none)"
+        );
+    }
+}

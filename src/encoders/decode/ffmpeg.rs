@@ -12,8 +12,10 @@ use ff::media::Type;
 use ff::{ChannelLayout, Rational, Rescale};
 use ffmpeg_next as ff;
 
+use super::clock::{FrameClock, Shown, TimeBase};
 use super::{
-    AudioStreamInfo, FRAMES_PER_SECOND, MediaInfo, RgbFrame, VideoStreamInfo, whole_seconds,
+    AudioStreamInfo, FRAMES_PER_SECOND, MediaInfo, RgbFrame, VideoStreamInfo, check_length,
+    whole_seconds,
 };
 
 /// Consecutive failed packet reads (or undecodable frames) after which a file counts as
@@ -310,26 +312,21 @@ fn open_stream(
 // --------------------------------------------------------------------------------------------
 // Video
 
+/// A decoded frame and, once a sample has shown it, its RGB conversion (converted once, however
+/// many sample times show it).
 struct Held {
     frame: ff::frame::Video,
     rgb: Option<RgbFrame>,
 }
 
+type Scaler = (ff::format::Pixel, u32, u32, ff::software::scaling::Context);
+
 pub struct VideoFrames {
     src: Demuxed<ff::decoder::Video>,
     seconds: usize,
-    /// Index `k` of the next sample time `k / 16` s.
-    next: u64,
-    /// Latest decoded frame with time <= the next sample time.
-    held: Option<Held>,
-    /// A decoded frame later than the next sample time, with its time in ticks.
-    incoming: Option<(ff::frame::Video, i64)>,
-    last_ticks: Option<i64>,
-    ticks_per_frame: i64,
-    end_of_stream: bool,
-    /// See [`super::VideoFrames::frames_end_early`].
-    ended_early_at: Option<f64>,
-    scaler: Option<(ff::format::Pixel, u32, u32, ff::software::scaling::Context)>,
+    /// Which frame each sample time shows.
+    clock: FrameClock<Held>,
+    scaler: Option<Scaler>,
 }
 
 impl VideoFrames {
@@ -338,13 +335,7 @@ impl VideoFrames {
         if info.video.is_none() {
             bail!("{}: has no video stream", path.display());
         }
-        if info.seconds == 0 {
-            bail!(
-                "{}: is {:.2} s long; at least one second is needed",
-                path.display(),
-                info.duration
-            );
-        }
+        check_length(&info)?;
         let (ictx, stream, ctx, tb, origin) = open_stream(path, Type::Video)?;
         let fps = info.video.as_ref().and_then(|v| v.fps).unwrap_or(25.0);
         let ticks_per_frame =
@@ -355,6 +346,10 @@ impl VideoFrames {
                 path.display()
             )
         })?;
+        let time_base = TimeBase {
+            num: tb.numerator(),
+            den: tb.denominator(),
+        };
         Ok(Self {
             src: Demuxed {
                 path: path.to_path_buf(),
@@ -367,13 +362,7 @@ impl VideoFrames {
                 sent_eof: false,
             },
             seconds: info.seconds,
-            next: 0,
-            held: None,
-            incoming: None,
-            last_ticks: None,
-            ticks_per_frame,
-            end_of_stream: false,
-            ended_early_at: None,
+            clock: FrameClock::new(time_base, ticks_per_frame),
             scaler: None,
         })
     }
@@ -383,133 +372,79 @@ impl VideoFrames {
     }
 
     pub fn frames_end_early(&self) -> Option<f64> {
-        self.ended_early_at
-    }
-
-    /// Whether sample time `k / 16` s is before `ticks` (stream time base, from the origin).
-    fn before(&self, k: u64, ticks: i64) -> bool {
-        let (num, den) = (
-            self.src.tb.numerator() as i128,
-            self.src.tb.denominator() as i128,
-        );
-        (k as i128) * den < (FRAMES_PER_SECOND as i128) * (ticks as i128) * num
-    }
-
-    /// Decodes the next frame into `incoming` (or marks the end of the stream).
-    fn fetch(&mut self) -> Result<()> {
-        let mut frame = ff::frame::Video::empty();
-        if !self.src.receive(&mut frame)? {
-            self.end_of_stream = true;
-            return Ok(());
-        }
-        let ticks = match frame.timestamp() {
-            Some(ts) => ts - self.src.origin,
-            None => self.last_ticks.map_or(0, |t| t + self.ticks_per_frame),
-        };
-        self.last_ticks = Some(ticks);
-        self.incoming = Some((frame, ticks));
-        Ok(())
-    }
-
-    fn rgb_of(&mut self, frame: &ff::frame::Video) -> Result<RgbFrame> {
-        let (fmt, w, h) = (frame.format(), frame.width(), frame.height());
-        if !matches!(&self.scaler, Some((f, sw, sh, _)) if *f == fmt && *sw == w && *sh == h) {
-            let ctx = ff::software::scaling::Context::get(
-                fmt,
-                w,
-                h,
-                ff::format::Pixel::RGB24,
-                w,
-                h,
-                ff::software::scaling::Flags::BILINEAR,
-            )
-            .with_context(|| {
-                format!(
-                    "{}: cannot convert {fmt:?} {w}x{h} frames to RGB",
-                    self.src.path.display()
-                )
-            })?;
-            self.scaler = Some((fmt, w, h, ctx));
-        }
-        let scaler = &mut self.scaler.as_mut().unwrap().3;
-        let mut rgb = ff::frame::Video::empty();
-        scaler
-            .run(frame, &mut rgb)
-            .with_context(|| format!("{}: converting a frame to RGB", self.src.path.display()))?;
-        let (w, h) = (w as usize, h as usize);
-        let stride = rgb.stride(0);
-        let plane = rgb.data(0);
-        let mut data = Vec::with_capacity(w * h * 3);
-        for y in 0..h {
-            data.extend_from_slice(&plane[y * stride..y * stride + w * 3]);
-        }
-        Ok(RgbFrame {
-            width: w,
-            height: h,
-            data,
-        })
-    }
-
-    /// RGB of the held frame (converted once, however many sample times show it).
-    fn held_rgb(&mut self) -> Result<RgbFrame> {
-        let mut held = self.held.take().expect("a held frame");
-        if held.rgb.is_none() {
-            held.rgb = Some(self.rgb_of(&held.frame)?);
-        }
-        let rgb = held.rgb.clone().unwrap();
-        self.held = Some(held);
-        Ok(rgb)
+        self.clock.ended_early_at()
     }
 
     pub fn next_second(&mut self) -> Result<Option<Vec<RgbFrame>>> {
-        if self.next >= (self.seconds * FRAMES_PER_SECOND) as u64 {
+        if self.clock.next_sample() >= (self.seconds * FRAMES_PER_SECOND) as u64 {
             return Ok(None);
         }
-        let end = self.next + FRAMES_PER_SECOND as u64;
         let mut out = Vec::with_capacity(FRAMES_PER_SECOND);
-        while self.next < end {
-            match &self.incoming {
-                Some((frame, ticks)) => {
-                    if self.before(self.next, *ticks) {
-                        // The held frame is the latest at this time; before the first
-                        // frame, the first frame stands in.
-                        let rgb = if self.held.is_some() {
-                            self.held_rgb()?
-                        } else {
-                            let frame = frame.clone();
-                            self.rgb_of(&frame)?
-                        };
-                        out.push(rgb);
-                        self.next += 1;
-                    } else {
-                        let (frame, _) = self.incoming.take().unwrap();
-                        self.held = Some(Held { frame, rgb: None });
-                    }
+        for _ in 0..FRAMES_PER_SECOND {
+            let src = &mut self.src;
+            let shown = self.clock.next_frame(|| -> Result<_> {
+                let mut frame = ff::frame::Video::empty();
+                if !src.receive(&mut frame)? {
+                    return Ok(None);
                 }
-                None if self.end_of_stream => {
-                    if self.held.is_none() {
-                        bail!(
-                            "{}: no video frame could be decoded",
-                            self.src.path.display()
-                        );
+                let ticks = frame.timestamp().map(|ts| ts - src.origin);
+                Ok(Some((Held { frame, rgb: None }, ticks)))
+            })?;
+            let path = &self.src.path;
+            let rgb = match shown {
+                Some(Shown::Held(held)) => {
+                    if held.rgb.is_none() {
+                        held.rgb = Some(to_rgb(&mut self.scaler, path, &held.frame)?);
                     }
-                    // A sample more than a second past the last frame: the data ended
-                    // before the duration the container declares.
-                    let last = self.last_ticks.unwrap_or(0) as f64 * self.src.tb.numerator() as f64
-                        / self.src.tb.denominator() as f64;
-                    if self.ended_early_at.is_none()
-                        && self.next as f64 / FRAMES_PER_SECOND as f64 > last + 1.0
-                    {
-                        self.ended_early_at = Some(last);
-                    }
-                    out.push(self.held_rgb()?);
-                    self.next += 1;
+                    held.rgb.clone().unwrap()
                 }
-                None => self.fetch()?,
-            }
+                Some(Shown::First(first)) => to_rgb(&mut self.scaler, path, &first.frame)?,
+                None => bail!("{}: no video frame could be decoded", path.display()),
+            };
+            out.push(rgb);
         }
         Ok(Some(out))
     }
+}
+
+/// `frame` as RGB24 at its own size; `scaler` keeps the converter of the last frame format.
+fn to_rgb(scaler: &mut Option<Scaler>, path: &Path, frame: &ff::frame::Video) -> Result<RgbFrame> {
+    let (fmt, w, h) = (frame.format(), frame.width(), frame.height());
+    if !matches!(scaler, Some((f, sw, sh, _)) if *f == fmt && *sw == w && *sh == h) {
+        let ctx = ff::software::scaling::Context::get(
+            fmt,
+            w,
+            h,
+            ff::format::Pixel::RGB24,
+            w,
+            h,
+            ff::software::scaling::Flags::BILINEAR,
+        )
+        .with_context(|| {
+            format!(
+                "{}: cannot convert {fmt:?} {w}x{h} frames to RGB",
+                path.display()
+            )
+        })?;
+        *scaler = Some((fmt, w, h, ctx));
+    }
+    let scaler = &mut scaler.as_mut().unwrap().3;
+    let mut rgb = ff::frame::Video::empty();
+    scaler
+        .run(frame, &mut rgb)
+        .with_context(|| format!("{}: converting a frame to RGB", path.display()))?;
+    let (w, h) = (w as usize, h as usize);
+    let stride = rgb.stride(0);
+    let plane = rgb.data(0);
+    let mut data = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        data.extend_from_slice(&plane[y * stride..y * stride + w * 3]);
+    }
+    Ok(RgbFrame {
+        width: w,
+        height: h,
+        data,
+    })
 }
 
 // --------------------------------------------------------------------------------------------
