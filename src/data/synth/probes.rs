@@ -272,8 +272,8 @@ impl Linear {
     fn logits(&self, x: &[f32]) -> [f32; C] {
         let d = self.d;
         let mut z = [0.0f32; C];
-        for c in 0..C {
-            z[c] = self.b[c] + dot(&self.w[c * d..(c + 1) * d], x);
+        for (c, zc) in z.iter_mut().enumerate() {
+            *zc = self.b[c] + dot(&self.w[c * d..(c + 1) * d], x);
         }
         z
     }

@@ -48,6 +48,9 @@ pub(super) fn assemble(
     write_order(out, rows)
 }
 
+/// A staged video: its name and what its `.feat` file holds.
+type StagedVideo<'a> = (&'a str, Staged);
+
 /// The index lines of the videos in list order (a row per window, a line per failed video)
 /// and the staged videos; sets `report.rows` and `report.failed`.
 fn list_staged<'a>(
@@ -55,9 +58,9 @@ fn list_staged<'a>(
     names: &'a [String],
     staging: &Staging,
     report: &mut ExtractReport,
-) -> Result<(Vec<IndexEntry>, Vec<(&'a str, Staged)>)> {
+) -> Result<(Vec<IndexEntry>, Vec<StagedVideo<'a>>)> {
     let mut entries = Vec::new();
-    let mut ok: Vec<(&str, Staged)> = Vec::new();
+    let mut ok: Vec<StagedVideo> = Vec::new();
     let mut rows = 0;
     for ((list_index, _), name) in selected.iter().zip(names) {
         match staging.status(name)?.expect("every video is staged") {
