@@ -41,138 +41,172 @@ fn no_bece(c: &mut TrainConfig) {
 
 /// The rows of `table` (case-insensitive: `1`, `2`, `4`, `S1`, `S2`, `S4`).
 pub fn rows(table: &str) -> Result<Vec<Row>> {
-    let r = |slug, label, paper, apply: fn(&mut TrainConfig)| Row {
-        slug,
-        label,
-        paper,
-        apply: Some(apply),
-    };
     Ok(match table.to_ascii_uppercase().as_str() {
-        "1" => vec![
-            r("no-avca", "w/o AVCA", 78.26, |c| {
-                no_bece(c);
-                c.model.guide = Guide::None;
-            }),
-            r(
-                "audio-guide",
-                "w/ AVCA-Visual-only (code: Audio-Guide, ψ = 0)",
-                78.83,
-                |c| {
-                    no_bece(c);
-                    c.model.guide = Guide::AudioGuide;
-                },
-            ),
-            r(
-                "visual-guide",
-                "w/ AVCA-Audio-only (code: Visual-Guide)",
-                77.23,
-                |c| {
-                    no_bece(c);
-                    c.model.guide = Guide::VisualGuide;
-                },
-            ),
-            r("co-guide", "w/ AVCA", 80.30, no_bece),
-        ],
-        "2" => vec![
-            r("no-bece", "w/o BECE", 80.30, no_bece),
-            r("lambda-0.2", "w/ BECE λ = 0.2", 80.25, |c| {
-                c.model.lambda = 0.2
-            }),
-            r("lambda-0.4", "w/ BECE λ = 0.4", 80.65, |c| {
-                c.model.lambda = 0.4
-            }),
-            r("lambda-0.6", "w/ BECE λ = 0.6", 80.80, |c| {
-                c.model.lambda = 0.6
-            }),
-            r("lambda-0.8", "w/ BECE λ = 0.8", 80.10, |c| {
-                c.model.lambda = 0.8
-            }),
-            r(
-                "lambda-0.6-star",
-                "w/ BECE λ = 0.6 * (enhanced feature for the category too)",
-                80.65,
-                |c| {
-                    c.model.enhanced_for_category = true;
-                },
-            ),
-        ],
-        "4" => vec![
-            r("baseline", "− AVCA, − BECE (Audio-Guide)", 78.83, |c| {
-                no_bece(c);
-                c.model.guide = Guide::AudioGuide;
-            }),
-            r("bece", "− AVCA, + BECE", 78.93, |c| {
-                c.model.guide = Guide::AudioGuide
-            }),
-            r("avca", "+ AVCA, − BECE", 80.30, no_bece),
-            r("avca-bece", "+ AVCA, + BECE", 80.80, |_| {}),
-            Row {
-                slug: "efficient-encoders",
-                label: "+ AVCA, + BECE, + efficient encoders (needs ResNet50/Cnn14 features)",
-                paper: 82.36,
-                apply: None,
-            },
-        ],
-        "S1" => vec![
-            r("no-temporal", "w/o temporal encoder", 76.39, |c| {
-                c.model.temporal = TemporalKind::None;
-            }),
-            r("lstm", "w/ unidirectional LSTM", 77.04, |c| {
-                c.model.temporal = TemporalKind::Lstm;
-            }),
-            r("snn", "w/ SNN", 77.11, |c| {
-                c.model.temporal = TemporalKind::Snn
-            }),
-            r("bilstm", "w/ bidirectional LSTM", 80.80, |_| {}),
-        ],
-        "S2" => vec![
-            r("psi-0", "AVCA-Visual-only ψ = 0", 78.83, |c| {
-                no_bece(c);
-                c.model.guide = Guide::AudioGuide;
-            }),
-            r("psi-0.15", "w/ AVCA ψ = 0.15", 78.71, |c| {
-                no_bece(c);
-                c.model.psi = 0.15;
-            }),
-            r("psi-0.3", "w/ AVCA ψ = 0.3", 80.30, no_bece),
-            r("psi-0.45", "w/ AVCA ψ = 0.45", 79.93, |c| {
-                no_bece(c);
-                c.model.psi = 0.45;
-            }),
-        ],
-        "S4" => vec![
-            r("mask", "(a) Channel random mask", 79.20, |c| {
-                c.model.augmentation = Augmentation::ChannelMask;
-            }),
-            r("mixup", "(a) Feature mixup", 78.36, |c| {
-                c.model.augmentation = Augmentation::Mixup;
-            }),
-            r("noise-1.0", "(a) Random noise σ = 1.0", 79.50, |c| {
-                c.model.noise_std = 1.0
-            }),
-            r("noise-0.1", "(a) Random noise σ = 0.1", 80.80, |_| {}),
-            r("noise-0.05", "(a) Random noise σ = 0.05", 80.72, |c| {
-                c.model.noise_std = 0.05
-            }),
-            r("weight-0", "(b) BECE loss weight λ1 = 0.0", 80.30, |c| {
-                c.contrastive_weight = 0.0
-            }),
-            r("weight-0.5", "(b) BECE loss weight λ1 = 0.5", 80.42, |c| {
-                c.contrastive_weight = 0.5
-            }),
-            r("weight-1", "(b) BECE loss weight λ1 = 1.0", 80.80, |_| {}),
-            r("weight-3", "(b) BECE loss weight λ1 = 3.0", 80.87, |c| {
-                c.contrastive_weight = 3.0
-            }),
-            r("weight-5", "(b) BECE loss weight λ1 = 5.0", 80.30, |c| {
-                c.contrastive_weight = 5.0
-            }),
-        ],
+        "1" => table_1(),
+        "2" => table_2(),
+        "4" => table_4(),
+        "S1" => table_s1(),
+        "S2" => table_s2(),
+        "S4" => table_s4(),
         other => bail!(
             "unknown table `{other}`: choose one of {}",
             TABLES.join(", ")
         ),
     })
+}
+
+/// A row that runs: the published config changed by `apply`.
+fn r(slug: &'static str, label: &'static str, paper: f64, apply: fn(&mut TrainConfig)) -> Row {
+    Row {
+        slug,
+        label,
+        paper,
+        apply: Some(apply),
+    }
+}
+
+/// Table 1: which modality guides the attention (AVCA), without BECE.
+fn table_1() -> Vec<Row> {
+    vec![
+        r("no-avca", "w/o AVCA", 78.26, |c| {
+            no_bece(c);
+            c.model.guide = Guide::None;
+        }),
+        r(
+            "audio-guide",
+            "w/ AVCA-Visual-only (code: Audio-Guide, ψ = 0)",
+            78.83,
+            |c| {
+                no_bece(c);
+                c.model.guide = Guide::AudioGuide;
+            },
+        ),
+        r(
+            "visual-guide",
+            "w/ AVCA-Audio-only (code: Visual-Guide)",
+            77.23,
+            |c| {
+                no_bece(c);
+                c.model.guide = Guide::VisualGuide;
+            },
+        ),
+        r("co-guide", "w/ AVCA", 80.30, no_bece),
+    ]
+}
+
+/// Table 2: BECE and its weight λ.
+fn table_2() -> Vec<Row> {
+    vec![
+        r("no-bece", "w/o BECE", 80.30, no_bece),
+        r("lambda-0.2", "w/ BECE λ = 0.2", 80.25, |c| {
+            c.model.lambda = 0.2
+        }),
+        r("lambda-0.4", "w/ BECE λ = 0.4", 80.65, |c| {
+            c.model.lambda = 0.4
+        }),
+        r("lambda-0.6", "w/ BECE λ = 0.6", 80.80, |c| {
+            c.model.lambda = 0.6
+        }),
+        r("lambda-0.8", "w/ BECE λ = 0.8", 80.10, |c| {
+            c.model.lambda = 0.8
+        }),
+        r(
+            "lambda-0.6-star",
+            "w/ BECE λ = 0.6 * (enhanced feature for the category too)",
+            80.65,
+            |c| {
+                c.model.enhanced_for_category = true;
+            },
+        ),
+    ]
+}
+
+/// Table 4: the components added one by one.
+fn table_4() -> Vec<Row> {
+    vec![
+        r("baseline", "− AVCA, − BECE (Audio-Guide)", 78.83, |c| {
+            no_bece(c);
+            c.model.guide = Guide::AudioGuide;
+        }),
+        r("bece", "− AVCA, + BECE", 78.93, |c| {
+            c.model.guide = Guide::AudioGuide
+        }),
+        r("avca", "+ AVCA, − BECE", 80.30, no_bece),
+        r("avca-bece", "+ AVCA, + BECE", 80.80, |_| {}),
+        Row {
+            slug: "efficient-encoders",
+            label: "+ AVCA, + BECE, + efficient encoders (needs ResNet50/Cnn14 features)",
+            paper: 82.36,
+            apply: None,
+        },
+    ]
+}
+
+/// Table S1: the temporal encoder.
+fn table_s1() -> Vec<Row> {
+    vec![
+        r("no-temporal", "w/o temporal encoder", 76.39, |c| {
+            c.model.temporal = TemporalKind::None;
+        }),
+        r("lstm", "w/ unidirectional LSTM", 77.04, |c| {
+            c.model.temporal = TemporalKind::Lstm;
+        }),
+        r("snn", "w/ SNN", 77.11, |c| {
+            c.model.temporal = TemporalKind::Snn
+        }),
+        r("bilstm", "w/ bidirectional LSTM", 80.80, |_| {}),
+    ]
+}
+
+/// Table S2: the guidance weight ψ, without BECE.
+fn table_s2() -> Vec<Row> {
+    vec![
+        r("psi-0", "AVCA-Visual-only ψ = 0", 78.83, |c| {
+            no_bece(c);
+            c.model.guide = Guide::AudioGuide;
+        }),
+        r("psi-0.15", "w/ AVCA ψ = 0.15", 78.71, |c| {
+            no_bece(c);
+            c.model.psi = 0.15;
+        }),
+        r("psi-0.3", "w/ AVCA ψ = 0.3", 80.30, no_bece),
+        r("psi-0.45", "w/ AVCA ψ = 0.45", 79.93, |c| {
+            no_bece(c);
+            c.model.psi = 0.45;
+        }),
+    ]
+}
+
+/// Table S4: (a) feature augmentation, (b) the BECE loss weight λ1.
+fn table_s4() -> Vec<Row> {
+    vec![
+        r("mask", "(a) Channel random mask", 79.20, |c| {
+            c.model.augmentation = Augmentation::ChannelMask;
+        }),
+        r("mixup", "(a) Feature mixup", 78.36, |c| {
+            c.model.augmentation = Augmentation::Mixup;
+        }),
+        r("noise-1.0", "(a) Random noise σ = 1.0", 79.50, |c| {
+            c.model.noise_std = 1.0
+        }),
+        r("noise-0.1", "(a) Random noise σ = 0.1", 80.80, |_| {}),
+        r("noise-0.05", "(a) Random noise σ = 0.05", 80.72, |c| {
+            c.model.noise_std = 0.05
+        }),
+        r("weight-0", "(b) BECE loss weight λ1 = 0.0", 80.30, |c| {
+            c.contrastive_weight = 0.0
+        }),
+        r("weight-0.5", "(b) BECE loss weight λ1 = 0.5", 80.42, |c| {
+            c.contrastive_weight = 0.5
+        }),
+        r("weight-1", "(b) BECE loss weight λ1 = 1.0", 80.80, |_| {}),
+        r("weight-3", "(b) BECE loss weight λ1 = 3.0", 80.87, |c| {
+            c.contrastive_weight = 3.0
+        }),
+        r("weight-5", "(b) BECE loss weight λ1 = 5.0", 80.30, |c| {
+            c.contrastive_weight = 5.0
+        }),
+    ]
 }
 
 /// Options of one `cace ablate` run.
@@ -244,21 +278,53 @@ pub fn run(opts: &AblateOptions) -> Result<TableResult> {
     let started = std::time::Instant::now();
     // Rows with the same config (Table S4's σ = 0.1 and λ1 = 1.0 are both the published
     // model) are trained once and share their reports.
+    let first_with = first_with_same_config(&opts.base, &rows);
+    let jobs: Vec<(usize, u64)> = (0..rows.len())
+        .filter(|&i| rows[i].apply.is_some() && first_with[i] == i)
+        .flat_map(|i| opts.seeds.iter().map(move |&s| (i, s)))
+        .collect();
+    let mut reports = run_jobs(opts, &rows, &jobs)?;
+    for i in 0..rows.len() {
+        if rows[i].apply.is_some() && first_with[i] != i {
+            reports[i] = reports[first_with[i]].clone();
+        }
+    }
+    let result = TableResult {
+        table: opts.table.to_ascii_uppercase(),
+        data: opts.data.clone(),
+        epochs: opts.base.epochs,
+        seeds: opts.seeds.clone(),
+        wall_seconds: started.elapsed().as_secs_f64(),
+        rows: rows
+            .iter()
+            .zip(reports)
+            .map(|(row, reports)| row_result(row, reports))
+            .collect(),
+    };
+    write_outputs(&opts.out, &result)?;
+    Ok(result)
+}
+
+/// For each row, the first row whose config equals its own (itself when none comes earlier).
+fn first_with_same_config(base: &TrainConfig, rows: &[Row]) -> Vec<usize> {
     let configs: Vec<Option<String>> = rows
         .iter()
         .map(|r| {
             r.apply.map(|apply| {
-                let mut c = opts.base.clone();
+                let mut c = base.clone();
                 apply(&mut c);
                 serde_json::to_string(&c).expect("config serialises")
             })
         })
         .collect();
-    let first_with = |i: usize| configs.iter().position(|c| c == &configs[i]).unwrap_or(i);
-    let jobs: Vec<(usize, u64)> = (0..rows.len())
-        .filter(|&i| configs[i].is_some() && first_with(i) == i)
-        .flat_map(|i| opts.seeds.iter().map(move |&s| (i, s)))
-        .collect();
+    (0..rows.len())
+        .map(|i| configs.iter().position(|c| c == &configs[i]).unwrap_or(i))
+        .collect()
+}
+
+/// Trains `jobs` (`(row, seed)`), `opts.jobs` at a time; returns each row's reports in job
+/// order.
+fn run_jobs(opts: &AblateOptions, rows: &[Row], jobs: &[(usize, u64)]) -> Result<Vec<Vec<Report>>> {
     let total = jobs.len();
     let mut reports: Vec<Vec<Report>> = vec![vec![]; rows.len()];
     let parallel = opts.jobs.max(1);
@@ -286,38 +352,23 @@ pub fn run(opts: &AblateOptions) -> Result<TableResult> {
             reports[i].push(r?);
         }
     }
-    for i in 0..rows.len() {
-        if configs[i].is_some() && first_with(i) != i {
-            reports[i] = reports[first_with(i)].clone();
-        }
-    }
-    let result = TableResult {
-        table: opts.table.to_ascii_uppercase(),
-        data: opts.data.clone(),
-        epochs: opts.base.epochs,
-        seeds: opts.seeds.clone(),
-        wall_seconds: started.elapsed().as_secs_f64(),
-        rows: rows
-            .iter()
-            .zip(reports)
-            .map(|(row, reports)| {
-                let stat = |f: fn(&Report) -> Option<f64>| {
-                    let xs: Vec<f64> = reports.iter().filter_map(f).collect();
-                    (!xs.is_empty()).then(|| MeanStd::of(&xs))
-                };
-                RowResult {
-                    row: row.slug.to_string(),
-                    label: row.label.to_string(),
-                    paper: row.paper,
-                    honest: stat(|r| r.test_acc_at_best_val),
-                    official: stat(|r| r.test_acc_best_over_epochs),
-                    reports,
-                }
-            })
-            .collect(),
+    Ok(reports)
+}
+
+/// A row's mean ± std over its seeds, both protocols.
+fn row_result(row: &Row, reports: Vec<Report>) -> RowResult {
+    let stat = |f: fn(&Report) -> Option<f64>| {
+        let xs: Vec<f64> = reports.iter().filter_map(f).collect();
+        (!xs.is_empty()).then(|| MeanStd::of(&xs))
     };
-    write_outputs(&opts.out, &result)?;
-    Ok(result)
+    RowResult {
+        row: row.slug.to_string(),
+        label: row.label.to_string(),
+        paper: row.paper,
+        honest: stat(|r| r.test_acc_at_best_val),
+        official: stat(|r| r.test_acc_best_over_epochs),
+        reports,
+    }
 }
 
 /// The Markdown table.

@@ -147,92 +147,21 @@ pub fn encode_clip(
     let plan = ClipPlan::new(&info);
     let mut timings = Timings::default();
     let t0 = Instant::now();
-    let mut video = VideoFrames::open(path)?;
-    let rate = audio.sample_rate();
-    let mut sound = AudioSamples::open(path, rate)?;
+    let mut pictures = Pictures {
+        path,
+        video: VideoFrames::open(path)?,
+        frames,
+        visual_len,
+        last_frame: None,
+        pad_feature: None,
+    };
+    let mut sound = AudioSamples::open(path, audio.sample_rate())?;
     timings.decode += t0.elapsed().as_secs_f64();
 
-    let p = path.display();
-    let mut last_frame: Option<RgbFrame> = None;
-    // The feature of a padded second, computed once.
-    let mut pad_feature: Option<Vec<f32>> = None;
     for w in 0..plan.windows {
         let content = plan.content_seconds(w);
-        let mut visual = Vec::with_capacity(WINDOW * visual_len);
-        let mut key_frames = Vec::with_capacity(content);
-        for s in 0..WINDOW {
-            let second = w * WINDOW + s;
-            let feature = if s < content {
-                let t = Instant::now();
-                let sampled = video
-                    .next_second()?
-                    .with_context(|| format!("{p}: video ended before second {second}"))?;
-                timings.decode += t.elapsed().as_secs_f64();
-                let t = Instant::now();
-                let f = frames.encode_second(&sampled).with_context(|| {
-                    format!(
-                        "{p}: frame encoder {} failed at second {second}",
-                        frames.name()
-                    )
-                })?;
-                timings.visual += t.elapsed().as_secs_f64();
-                if let Some(mid) = sampled.get(sampled.len() / 2) {
-                    key_frames.push(mid.clone());
-                }
-                last_frame = sampled.into_iter().last();
-                f
-            } else {
-                if pad_feature.is_none() {
-                    let last = last_frame
-                        .as_ref()
-                        .with_context(|| format!("{p}: no frame to pad with"))?;
-                    let t = Instant::now();
-                    pad_feature = Some(
-                        frames
-                            .encode_second(std::slice::from_ref(last))
-                            .with_context(|| {
-                                format!(
-                                    "{p}: frame encoder {} failed on the padding frame",
-                                    frames.name()
-                                )
-                            })?,
-                    );
-                    timings.visual += t.elapsed().as_secs_f64();
-                }
-                pad_feature.clone().unwrap()
-            };
-            if feature.len() != visual_len {
-                bail!(
-                    "frame encoder {} returned {} values for second {second} of {p}; its shape {:?} has {visual_len}",
-                    frames.name(),
-                    feature.len(),
-                    frames.output_shape()
-                );
-            }
-            visual.extend_from_slice(&feature);
-        }
-
-        let t = Instant::now();
-        let mut samples = sound.read_seconds(content)?;
-        samples.resize(WINDOW * rate as usize, 0.0);
-        timings.decode += t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let emb = audio.encode(&samples, WINDOW).with_context(|| {
-            format!(
-                "{p}: audio encoder {} failed on seconds {}..{}",
-                audio.name(),
-                w * WINDOW,
-                (w + 1) * WINDOW
-            )
-        })?;
-        timings.audio += t.elapsed().as_secs_f64();
-        if emb.len() != WINDOW * dim {
-            bail!(
-                "audio encoder {} returned {} values for {WINDOW} s of {p}; expected {WINDOW}·{dim}",
-                audio.name(),
-                emb.len()
-            );
-        }
+        let (visual, key_frames) = pictures.window(w, content, &mut timings)?;
+        let emb = sound_window(path, &mut sound, audio, dim, w, content, &mut timings)?;
         on_window(WindowFeatures {
             index: w,
             start: w * WINDOW,
@@ -248,6 +177,184 @@ pub fn encode_clip(
         visual_encoder: frames.name().to_string(),
         audio_encoder: audio.name().to_string(),
         timings,
-        frames_end_early: video.frames_end_early(),
+        frames_end_early: pictures.video.frames_end_early(),
     })
+}
+
+/// The picture side of [`encode_clip`]: decoded seconds through the frame encoder, and the
+/// padding seconds after the end.
+struct Pictures<'a> {
+    path: &'a Path,
+    video: VideoFrames,
+    frames: &'a dyn FrameEncoder,
+    /// Values per second of the frame encoder.
+    visual_len: usize,
+    last_frame: Option<RgbFrame>,
+    /// The feature of a padded second, computed once.
+    pad_feature: Option<Vec<f32>>,
+}
+
+impl Pictures<'_> {
+    /// Window `w`'s visual features (`content` seconds decoded, the rest padding) and the key
+    /// frames of its content seconds.
+    fn window(
+        &mut self,
+        w: usize,
+        content: usize,
+        timings: &mut Timings,
+    ) -> Result<(Vec<f32>, Vec<RgbFrame>)> {
+        let mut visual = Vec::with_capacity(WINDOW * self.visual_len);
+        let mut key_frames = Vec::with_capacity(content);
+        for s in 0..WINDOW {
+            let second = w * WINDOW + s;
+            let feature = if s < content {
+                self.content_second(second, &mut key_frames, timings)?
+            } else {
+                self.padding_second(timings)?
+            };
+            if feature.len() != self.visual_len {
+                bail!(
+                    "frame encoder {} returned {} values for second {second} of {}; its shape {:?} has {}",
+                    self.frames.name(),
+                    feature.len(),
+                    self.path.display(),
+                    self.frames.output_shape(),
+                    self.visual_len
+                );
+            }
+            visual.extend_from_slice(&feature);
+        }
+        Ok((visual, key_frames))
+    }
+
+    /// The feature of decoded second `second`; its middle frame goes to `key_frames`.
+    fn content_second(
+        &mut self,
+        second: usize,
+        key_frames: &mut Vec<RgbFrame>,
+        timings: &mut Timings,
+    ) -> Result<Vec<f32>> {
+        let p = self.path.display();
+        let t = Instant::now();
+        let sampled = self
+            .video
+            .next_second()?
+            .with_context(|| format!("{p}: video ended before second {second}"))?;
+        timings.decode += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let f = self.frames.encode_second(&sampled).with_context(|| {
+            format!(
+                "{p}: frame encoder {} failed at second {second}",
+                self.frames.name()
+            )
+        })?;
+        timings.visual += t.elapsed().as_secs_f64();
+        if let Some(mid) = sampled.get(sampled.len() / 2) {
+            key_frames.push(mid.clone());
+        }
+        self.last_frame = sampled.into_iter().last();
+        Ok(f)
+    }
+
+    /// The feature of a padded second: the clip's last frame alone, encoded once.
+    fn padding_second(&mut self, timings: &mut Timings) -> Result<Vec<f32>> {
+        if self.pad_feature.is_none() {
+            let p = self.path.display();
+            let last = self
+                .last_frame
+                .as_ref()
+                .with_context(|| format!("{p}: no frame to pad with"))?;
+            let t = Instant::now();
+            self.pad_feature = Some(
+                self.frames
+                    .encode_second(std::slice::from_ref(last))
+                    .with_context(|| {
+                        format!(
+                            "{p}: frame encoder {} failed on the padding frame",
+                            self.frames.name()
+                        )
+                    })?,
+            );
+            timings.visual += t.elapsed().as_secs_f64();
+        }
+        Ok(self.pad_feature.clone().unwrap())
+    }
+}
+
+/// Window `w`'s audio embedding: `content` seconds of sound, then silence.
+fn sound_window(
+    path: &Path,
+    sound: &mut AudioSamples,
+    audio: &dyn AudioEncoder,
+    dim: usize,
+    w: usize,
+    content: usize,
+    timings: &mut Timings,
+) -> Result<Vec<f32>> {
+    let p = path.display();
+    let t = Instant::now();
+    let mut samples = sound.read_seconds(content)?;
+    samples.resize(WINDOW * audio.sample_rate() as usize, 0.0);
+    timings.decode += t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let emb = audio.encode(&samples, WINDOW).with_context(|| {
+        format!(
+            "{p}: audio encoder {} failed on seconds {}..{}",
+            audio.name(),
+            w * WINDOW,
+            (w + 1) * WINDOW
+        )
+    })?;
+    timings.audio += t.elapsed().as_secs_f64();
+    if emb.len() != WINDOW * dim {
+        bail!(
+            "audio encoder {} returned {} values for {WINDOW} s of {p}; expected {WINDOW}·{dim}",
+            audio.name(),
+            emb.len()
+        );
+    }
+    Ok(emb)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoders::decode::whole_seconds;
+
+    fn plan(duration: f64) -> ClipPlan {
+        ClipPlan::new(&MediaInfo {
+            path: PathBuf::from("clip.mp4"),
+            container: String::new(),
+            duration,
+            seconds: whole_seconds(duration),
+            video: None,
+            audio: None,
+        })
+    }
+
+    /// `(first second, content seconds)` of each window.
+    fn windows(p: &ClipPlan) -> Vec<(usize, usize)> {
+        (0..p.windows)
+            .map(|w| (w * WINDOW, p.content_seconds(w)))
+            .collect()
+    }
+
+    #[test]
+    fn clips_are_cut_into_ten_second_windows_the_last_one_padded() {
+        let p = plan(23.0);
+        assert_eq!(windows(&p), [(0, 10), (10, 10), (20, 3)]);
+        assert_eq!((p.seconds, p.padded_seconds), (23, 7));
+        let p = plan(9.95);
+        assert_eq!(windows(&p), [(0, 10)]);
+        assert_eq!((p.seconds, p.padded_seconds), (10, 0));
+        let p = plan(3.0);
+        assert_eq!(windows(&p), [(0, 3)]);
+        assert_eq!(p.padded_seconds, 7);
+        let p = plan(25.4);
+        assert_eq!(windows(&p), [(0, 10), (10, 10), (20, 5)]);
+        assert_eq!(p.padded_seconds, 5);
+        assert_eq!(windows(&plan(20.0)), [(0, 10), (10, 10)]);
+        // Under a second there is nothing to cut (`decode::open_clip` refuses such a clip).
+        assert_eq!(plan(0.5).windows, 0);
+    }
 }

@@ -13,9 +13,9 @@ use burn::tensor::Device;
 use cace_net::checkpoint::{self, native};
 use cace_net::config::ModelConfig;
 use cace_net::data::ave::{AveDir, Split};
-use cace_net::encoders::{AudioEncoder, FrameEncoder};
+use cace_net::encoders::{AudioEncoder, FrameEncoder, RgbFrame};
 use cace_net::extract::dataset::{
-    ExtractOptions, ExtractReport, FAULT_ENV, Shard, extract_dataset, merge_shards, read_index,
+    ExtractOptions, ExtractReport, Shard, extract_dataset, merge_shards, read_index,
 };
 use cace_net::extract::encode_clip;
 use cace_net::extract::predict::{predict_video, predict_video_with, table, timeline_figure};
@@ -101,15 +101,65 @@ const CHILD_VIDEOS: &str = "CACE_TEST_EXTRACT_CHILD_VIDEOS";
 
 /// Not a test on its own: the interrupted extraction that
 /// `interrupted_extraction_resumes_to_identical_files` runs in a child process (this test binary
-/// again), killed by the fault injection. Does nothing when run normally.
+/// again), killed by its frame encoder ([`KilledMidVideo`]). Does nothing when run normally.
 #[test]
 fn child_extraction_process() {
     let (Some(out), Some(videos)) = (std::env::var_os(CHILD_OUT), std::env::var_os(CHILD_VIDEOS))
     else {
         return;
     };
-    run(Path::new(&videos), Path::new(&out), None);
-    panic!("the fault injection should have killed this process");
+    let opts = options(Path::new(&videos), Path::new(&out), None);
+    let staging = opts.out.join(".staging");
+    extract_dataset(&opts, &mut || {
+        let (f, a) = vgg_like();
+        let frames = KilledMidVideo {
+            inner: f,
+            staging: staging.clone(),
+        };
+        Ok((
+            Box::new(frames) as Box<dyn FrameEncoder>,
+            Box::new(a) as Box<dyn AudioEncoder>,
+        ))
+    })
+    .unwrap();
+    panic!("the frame encoder should have killed this process");
+}
+
+/// The interrupted run's frame encoder: the mock, except that it kills its own process with
+/// SIGKILL (as a crash or `kill -9` would: no unwinding, no cleanup) as soon as the run has
+/// staged two videos, noted one failure and begun writing the fourth video's features.
+struct KilledMidVideo {
+    inner: MockFrames,
+    staging: PathBuf,
+}
+
+impl FrameEncoder for KilledMidVideo {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn output_shape(&self) -> Vec<usize> {
+        self.inner.output_shape()
+    }
+    fn encode_second(&self, frames: &[RgbFrame]) -> anyhow::Result<Vec<f32>> {
+        if staged_counts(&self.staging) == (2, 1, 1) {
+            let _ = Command::new("kill")
+                .args(["-9", &std::process::id().to_string()])
+                .status();
+            std::process::abort();
+        }
+        self.inner.encode_second(frames)
+    }
+}
+
+/// How many `.feat`, `.failed` and `.tmp` files a staging folder holds.
+fn staged_counts(staging: &Path) -> (usize, usize, usize) {
+    let names: Vec<String> = std::fs::read_dir(staging)
+        .into_iter()
+        .flatten()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let count = |suffix: &str| names.iter().filter(|n| n.ends_with(suffix)).count();
+    (count(".feat"), count(".failed"), count(".tmp"))
 }
 
 #[test]
@@ -147,7 +197,6 @@ fn interrupted_extraction_resumes_to_identical_files() {
         ])
         .env(CHILD_OUT, &resumed)
         .env(CHILD_VIDEOS, &videos)
-        .env(FAULT_ENV, "2")
         .status()
         .unwrap();
     assert!(!status.success());

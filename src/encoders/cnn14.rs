@@ -146,6 +146,56 @@ fn check_front_end(
     Ok(())
 }
 
+/// Checks the checkpoint's frozen copies of the front end (mel filterbank, STFT kernels), when
+/// it has them, against ours.
+fn check_front_end_copies(w: &mut Weights, front_end: &PannsFrontEnd) -> Result<()> {
+    let PannsConfig {
+        n_fft, mel_bins, ..
+    } = *front_end.config();
+    // The filterbank is librosa's float32, so equal up to an ulp of its largest values
+    // (~0.03); the kernels are f32 roundings of values in [-1, 1].
+    let bins = n_fft / 2 + 1;
+    let mel_w = front_end.mel_filterbank().to_vec();
+    check_front_end(w, "logmel_extractor.melW", &[bins, mel_bins], &mel_w, 1e-7)?;
+    let (real, imag) = front_end.stft_kernels();
+    let kernel = [bins, 1, n_fft];
+    let stft = "spectrogram_extractor.stft";
+    check_front_end(w, &format!("{stft}.conv_real.weight"), &kernel, &real, 1e-6)?;
+    check_front_end(w, &format!("{stft}.conv_imag.weight"), &kernel, &imag, 1e-6)
+}
+
+/// `conv_block1..6`: `(conv1+bn1, conv2+bn2)` each, with the widths `channels`.
+fn conv_blocks(
+    w: &mut Weights,
+    channels: &[usize; 6],
+    device: &Device,
+) -> Result<Vec<(ConvBn, ConvBn)>> {
+    let mut blocks = Vec::new();
+    let mut c_in = 1;
+    for (i, &c_out) in channels.iter().enumerate() {
+        let p = format!("conv_block{}", i + 1);
+        let conv1 = conv_bn(
+            w,
+            &format!("{p}.conv1"),
+            &format!("{p}.bn1"),
+            c_in,
+            c_out,
+            device,
+        )?;
+        let conv2 = conv_bn(
+            w,
+            &format!("{p}.conv2"),
+            &format!("{p}.bn2"),
+            c_out,
+            c_out,
+            device,
+        )?;
+        blocks.push((conv1, conv2));
+        c_in = c_out;
+    }
+    Ok(blocks)
+}
+
 /// The full-size network from a PANNs checkpoint (e.g. `Cnn14_mAP=0.431.pth`, whose `model`
 /// entry holds the state dict).
 pub fn load(path: &Path, device: &Device) -> Result<Cnn14> {
@@ -157,39 +207,9 @@ impl Cnn14 {
     /// naming the file and the key.
     pub fn load(path: &Path, config: Cnn14Config, device: &Device) -> Result<Self> {
         let front_end = PannsFrontEnd::new(PannsConfig::default());
-        let PannsConfig {
-            n_fft, mel_bins, ..
-        } = *front_end.config();
+        let mel_bins = front_end.config().mel_bins;
         let mut w = Weights::open(path)?;
-
-        // The filterbank is librosa's float32, so equal up to an ulp of its largest values
-        // (~0.03); the kernels are f32 roundings of values in [-1, 1].
-        let bins = n_fft / 2 + 1;
-        let mel_w = front_end.mel_filterbank().to_vec();
-        check_front_end(
-            &mut w,
-            "logmel_extractor.melW",
-            &[bins, mel_bins],
-            &mel_w,
-            1e-7,
-        )?;
-        let (real, imag) = front_end.stft_kernels();
-        let kernel = [bins, 1, n_fft];
-        let stft = "spectrogram_extractor.stft";
-        check_front_end(
-            &mut w,
-            &format!("{stft}.conv_real.weight"),
-            &kernel,
-            &real,
-            1e-6,
-        )?;
-        check_front_end(
-            &mut w,
-            &format!("{stft}.conv_imag.weight"),
-            &kernel,
-            &imag,
-            1e-6,
-        )?;
+        check_front_end_copies(&mut w, &front_end)?;
 
         let (scale, shift) = batch_norm(&mut w, "bn0", mel_bins)?;
         let to_4d = |v: Vec<f64>| {
@@ -200,36 +220,14 @@ impl Cnn14 {
             )
         };
         let (bn0_scale, bn0_shift) = (to_4d(scale), to_4d(shift));
-
-        let mut blocks = Vec::new();
-        let mut c_in = 1;
-        for (i, &c_out) in config.channels.iter().enumerate() {
-            let p = format!("conv_block{}", i + 1);
-            let conv1 = conv_bn(
-                &mut w,
-                &format!("{p}.conv1"),
-                &format!("{p}.bn1"),
-                c_in,
-                c_out,
-                device,
-            )?;
-            let conv2 = conv_bn(
-                &mut w,
-                &format!("{p}.conv2"),
-                &format!("{p}.bn2"),
-                c_out,
-                c_out,
-                device,
-            )?;
-            blocks.push((conv1, conv2));
-            c_in = c_out;
-        }
-        let fc1_w = w.take("fc1.weight", &[c_in, c_in])?;
-        let fc1_b = w.take("fc1.bias", &[c_in])?;
+        let blocks = conv_blocks(&mut w, &config.channels, device)?;
+        let c = config.channels[5];
+        let fc1_w = w.take("fc1.weight", &[c, c])?;
+        let fc1_b = w.take("fc1.bias", &[c])?;
         // PyTorch stores [out, in]; burn's `linear` takes [in, out].
         let fc1 = (
-            tensor(fc1_w, [c_in, c_in], device).transpose(),
-            tensor(fc1_b, [c_in], device),
+            tensor(fc1_w, [c, c], device).transpose(),
+            tensor(fc1_b, [c], device),
         );
         Ok(Self {
             config,

@@ -117,7 +117,13 @@ pub fn probe(path: &Path) -> Result<MediaInfo> {
 /// and at least one second. Every error names the file.
 pub fn open_clip(path: &Path) -> Result<MediaInfo> {
     let info = probe(path)?;
-    let p = path.display();
+    check_clip(&info)?;
+    Ok(info)
+}
+
+/// The checks of [`open_clip`] on what [`probe`] found.
+fn check_clip(info: &MediaInfo) -> Result<()> {
+    let p = info.path.display();
     let streams = || {
         let mut s = Vec::new();
         if let Some(v) = &info.video {
@@ -142,13 +148,19 @@ pub fn open_clip(path: &Path) -> Result<MediaInfo> {
              -c:v copy OUT"
         );
     }
+    check_length(info)
+}
+
+/// A clip needs at least one whole second ([`whole_seconds`]).
+fn check_length(info: &MediaInfo) -> Result<()> {
     if info.seconds == 0 {
         anyhow::bail!(
-            "{p}: is {:.2} s long; at least one second is needed",
+            "{}: is {:.2} s long; at least one second is needed",
+            info.path.display(),
             info.duration
         );
     }
-    Ok(info)
+    Ok(())
 }
 
 /// The sampled frames of a clip, one second at a time (see the module doc for which frames).
@@ -255,703 +267,72 @@ mod imp {
 // With FFmpeg
 
 #[cfg(feature = "video")]
-mod imp {
-    use std::collections::VecDeque;
-    use std::path::{Path, PathBuf};
-    use std::sync::Once;
+mod clock;
+#[cfg(feature = "video")]
+mod ffmpeg;
+#[cfg(feature = "video")]
+use ffmpeg as imp;
 
-    use anyhow::{Context, Result, anyhow, bail};
-    use ff::format::context::Input;
-    use ff::format::stream::Disposition;
-    use ff::media::Type;
-    use ff::{ChannelLayout, Rational, Rescale};
-    use ffmpeg_next as ff;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    use super::{
-        AudioStreamInfo, FRAMES_PER_SECOND, MediaInfo, RgbFrame, VideoStreamInfo, whole_seconds,
-    };
-
-    /// Consecutive failed packet reads (or undecodable frames) after which a file counts as
-    /// unreadable.
-    const MAX_READ_ERRORS: usize = 32;
-
-    fn init() {
-        static INIT: Once = Once::new();
-        INIT.call_once(|| {
-            // `init` only registers (no-op on FFmpeg >= 4) and cannot fail in practice.
-            let _ = ff::init();
-            // Our errors carry the messages; FFmpeg's own log would interleave with progress.
-            ff::log::set_level(ff::log::Level::Fatal);
-        });
-    }
-
-    fn open_input(path: &Path) -> Result<Input> {
-        init();
-        match path.try_exists() {
-            Ok(true) if path.is_dir() => {
-                bail!("{}: is a directory, not a video file", path.display())
-            }
-            Ok(true) => {}
-            Ok(false) => bail!("{}: no such file", path.display()),
-            Err(e) => bail!("{}: cannot access: {e}", path.display()),
-        }
-        ff::format::input(path).map_err(|e| {
-            anyhow!(
-                "{}: not a readable video file (FFmpeg: {e}); is it truncated or not a media file?",
-                path.display()
-            )
-        })
-    }
-
-    fn rational(r: Rational) -> Option<f64> {
-        (r.numerator() > 0 && r.denominator() > 0)
-            .then(|| r.numerator() as f64 / r.denominator() as f64)
-    }
-
-    /// The stream index of the best stream of `kind` (cover-art pictures are not video).
-    fn best_stream(ictx: &Input, kind: Type) -> Option<usize> {
-        let usable = |s: &ff::Stream| {
-            s.parameters().medium() == kind && !s.disposition().contains(Disposition::ATTACHED_PIC)
-        };
-        match ictx.streams().best(kind) {
-            Some(s) if usable(&s) => Some(s.index()),
-            _ => ictx.streams().find(|s| usable(s)).map(|s| s.index()),
+    #[test]
+    fn whole_seconds_allow_a_tenth_of_a_second_short() {
+        assert_eq!(whole_seconds(10.0), 10);
+        assert_eq!(whole_seconds(9.95), 10);
+        assert_eq!(whole_seconds(9.9), 10);
+        assert_eq!(whole_seconds(9.89), 9);
+        assert_eq!(whole_seconds(23.0), 23);
+        assert_eq!(whole_seconds(23.7), 23);
+        assert_eq!(whole_seconds(0.95), 1);
+        assert_eq!(whole_seconds(0.5), 0);
+        for bad in [0.0, -3.0, f64::NAN, f64::INFINITY] {
+            assert_eq!(whole_seconds(bad), 0, "{bad}");
         }
     }
 
-    /// Time 0 in `AV_TIME_BASE` units: the start of the video stream, else of the container
-    /// (0 when unknown). Not the container's start, the earliest of all streams: that is often
-    /// an audio codec's priming delay (Opus in WebM starts at -6.5 ms), which the decoder cuts.
-    fn origin(ictx: &Input) -> i64 {
-        origin_in(ictx, ff::rescale::TIME_BASE)
-    }
-
-    /// [`origin`] in time base `tb` (exact for the video stream's own time base).
-    fn origin_in(ictx: &Input, tb: Rational) -> i64 {
-        if let Some(v) = best_stream(ictx, Type::Video) {
-            let s = ictx.stream(v).unwrap();
-            if s.start_time() != ff::ffi::AV_NOPTS_VALUE {
-                return s.start_time().rescale(s.time_base(), tb);
-            }
-        }
-        let start = unsafe { (*ictx.as_ptr()).start_time };
-        if start == ff::ffi::AV_NOPTS_VALUE {
-            0
-        } else {
-            start.rescale(ff::rescale::TIME_BASE, tb)
-        }
-    }
-
-    fn stream_seconds(ictx: &Input, index: usize) -> Option<f64> {
-        let s = ictx.stream(index)?;
-        (s.duration() > 0).then(|| {
-            let tb = s.time_base();
-            s.duration() as f64 * tb.numerator() as f64 / tb.denominator() as f64
-        })
-    }
-
-    /// Duration from the container, else the streams, else the packets' timestamps.
-    fn duration(path: &Path, ictx: &Input, streams: &[usize]) -> Result<f64> {
-        let d = ictx.duration();
-        if d > 0 && d != ff::ffi::AV_NOPTS_VALUE {
-            return Ok(d as f64 / ff::ffi::AV_TIME_BASE as f64);
-        }
-        let from_streams = streams
-            .iter()
-            .filter_map(|&i| stream_seconds(ictx, i))
-            .fold(0.0f64, f64::max);
-        if from_streams > 0.0 {
-            return Ok(from_streams);
-        }
-        // Demux only (no decoding) to find the end of the last packet.
-        let mut ictx = open_input(path)?;
-        let start = origin(&ictx);
-        let mut end = 0.0f64;
-        let mut packet = ff::Packet::empty();
-        loop {
-            match packet.read(&mut ictx) {
-                Ok(()) => {}
-                Err(ff::Error::Eof) => break,
-                Err(_) => break,
-            }
-            if !streams.contains(&packet.stream()) {
-                continue;
-            }
-            let tb = ictx.stream(packet.stream()).unwrap().time_base();
-            if let Some(pts) = packet.pts() {
-                let t = (pts + packet.duration().max(0)) as f64 * tb.numerator() as f64
-                    / tb.denominator() as f64
-                    - start as f64 / ff::ffi::AV_TIME_BASE as f64;
-                end = end.max(t);
-            }
-        }
-        if end > 0.0 {
-            Ok(end)
-        } else {
-            bail!("{}: cannot determine the duration", path.display())
-        }
-    }
-
-    pub fn probe(path: &Path) -> Result<MediaInfo> {
-        let ictx = open_input(path)?;
-        let vi = best_stream(&ictx, Type::Video);
-        let ai = best_stream(&ictx, Type::Audio);
-        if vi.is_none() && ai.is_none() {
-            bail!(
-                "{}: not a readable video file (FFmpeg found no audio or video stream)",
-                path.display()
-            );
-        }
-        let video = vi
-            .map(|i| -> Result<VideoStreamInfo> {
-                let s = ictx.stream(i).unwrap();
-                let params = s.parameters();
-                let codec = params.id().name().to_string();
-                let dec = ff::codec::context::Context::from_parameters(params)?
-                    .decoder()
-                    .video()
-                    .with_context(|| {
-                        format!(
-                            "{}: cannot decode its video stream ({codec})",
-                            path.display()
-                        )
-                    })?;
-                Ok(VideoStreamInfo {
-                    codec,
-                    width: dec.width(),
-                    height: dec.height(),
-                    fps: rational(s.avg_frame_rate()).or_else(|| rational(s.rate())),
-                })
-            })
-            .transpose()?;
-        let audio = ai
-            .map(|i| -> Result<AudioStreamInfo> {
-                let params = ictx.stream(i).unwrap().parameters();
-                let codec = params.id().name().to_string();
-                let dec = ff::codec::context::Context::from_parameters(params)?
-                    .decoder()
-                    .audio()
-                    .with_context(|| {
-                        format!(
-                            "{}: cannot decode its audio stream ({codec})",
-                            path.display()
-                        )
-                    })?;
-                Ok(AudioStreamInfo {
-                    codec,
-                    sample_rate: dec.rate(),
-                    channels: dec.channels(),
-                })
-            })
-            .transpose()?;
-        let streams: Vec<usize> = vi.into_iter().chain(ai).collect();
-        let duration = duration(path, &ictx, &streams)?;
-        Ok(MediaInfo {
-            path: path.to_path_buf(),
-            container: ictx.format().name().to_string(),
+    fn clip(duration: f64, video: bool, audio: bool) -> MediaInfo {
+        MediaInfo {
+            path: PathBuf::from("/v/clip.mp4"),
+            container: "mov,mp4,m4a,3gp,3g2,mj2".into(),
             duration,
             seconds: whole_seconds(duration),
-            video,
-            audio,
-        })
-    }
-
-    /// One stream of an opened file with its decoder, fed packet by packet.
-    struct Demuxed<D> {
-        path: PathBuf,
-        what: &'static str,
-        ictx: Input,
-        stream: usize,
-        decoder: D,
-        /// Stream time base.
-        tb: Rational,
-        /// Container start in the stream's time base.
-        origin: i64,
-        sent_eof: bool,
-    }
-
-    impl<D: std::ops::DerefMut<Target = ff::decoder::Opened>> Demuxed<D> {
-        /// Reads packets until one of our stream is sent to the decoder, or sends EOF.
-        fn feed(&mut self) -> Result<()> {
-            let mut errors = 0;
-            let mut packet = ff::Packet::empty();
-            loop {
-                match packet.read(&mut self.ictx) {
-                    Ok(()) => {
-                        errors = 0;
-                        if packet.stream() != self.stream {
-                            continue;
-                        }
-                        match self.decoder.send_packet(&packet) {
-                            // A damaged packet: the decoder conceals it, we go on.
-                            Ok(()) | Err(ff::Error::InvalidData) => return Ok(()),
-                            Err(e) => {
-                                return Err(anyhow!(
-                                    "{}: decoding the {} stream: {e}",
-                                    self.path.display(),
-                                    self.what
-                                ));
-                            }
-                        }
-                    }
-                    Err(ff::Error::Eof) => {
-                        self.decoder.send_eof().ok();
-                        self.sent_eof = true;
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        errors += 1;
-                        if errors >= MAX_READ_ERRORS {
-                            bail!(
-                                "{}: reading the {} stream failed repeatedly: {e}",
-                                self.path.display(),
-                                self.what
-                            );
-                        }
-                    }
-                }
-            }
-        }
-
-        /// The next decoded frame into `frame`; `false` at the end of the stream.
-        fn receive(&mut self, frame: &mut ff::Frame) -> Result<bool> {
-            let mut errors = 0;
-            loop {
-                match self.decoder.receive_frame(frame) {
-                    Ok(()) => return Ok(true),
-                    Err(ff::Error::Eof) => return Ok(false),
-                    Err(ff::Error::Other { errno }) if errno == ff::util::error::EAGAIN => {
-                        if self.sent_eof {
-                            return Ok(false);
-                        }
-                        self.feed()?;
-                    }
-                    // Undecodable data in the middle of a stream: skip it (within reason).
-                    Err(ff::Error::InvalidData) if errors < MAX_READ_ERRORS => errors += 1,
-                    Err(e) => {
-                        bail!(
-                            "{}: decoding the {} stream: {e}",
-                            self.path.display(),
-                            self.what
-                        )
-                    }
-                }
-            }
+            video: video.then(|| VideoStreamInfo {
+                codec: "h264".into(),
+                width: 320,
+                height: 240,
+                fps: Some(25.0),
+            }),
+            audio: audio.then(|| AudioStreamInfo {
+                codec: "aac".into(),
+                sample_rate: 48000,
+                channels: 2,
+            }),
         }
     }
 
-    fn open_stream(
-        path: &Path,
-        kind: Type,
-    ) -> Result<(Input, usize, ff::codec::Context, Rational, i64)> {
-        let ictx = open_input(path)?;
-        let what = if kind == Type::Video {
-            "video"
-        } else {
-            "audio"
-        };
-        let Some(index) = best_stream(&ictx, kind) else {
-            bail!("{}: has no {what} stream", path.display());
-        };
-        let stream = ictx.stream(index).unwrap();
-        let tb = stream.time_base();
-        let mut ctx = ff::codec::context::Context::from_parameters(stream.parameters())?;
-        // As the ffmpeg tool does: lets decoders interpret packet timestamps (e.g. skip samples).
-        unsafe { (*ctx.as_mut_ptr()).pkt_timebase = tb.into() };
-        let origin = origin_in(&ictx, tb);
-        Ok((ictx, index, ctx, tb, origin))
-    }
-
-    // --------------------------------------------------------------------------------------------
-    // Video
-
-    struct Held {
-        frame: ff::frame::Video,
-        rgb: Option<RgbFrame>,
-    }
-
-    pub struct VideoFrames {
-        src: Demuxed<ff::decoder::Video>,
-        seconds: usize,
-        /// Index `k` of the next sample time `k / 16` s.
-        next: u64,
-        /// Latest decoded frame with time <= the next sample time.
-        held: Option<Held>,
-        /// A decoded frame later than the next sample time, with its time in ticks.
-        incoming: Option<(ff::frame::Video, i64)>,
-        last_ticks: Option<i64>,
-        ticks_per_frame: i64,
-        end_of_stream: bool,
-        /// See [`super::VideoFrames::frames_end_early`].
-        ended_early_at: Option<f64>,
-        scaler: Option<(ff::format::Pixel, u32, u32, ff::software::scaling::Context)>,
-    }
-
-    impl VideoFrames {
-        pub fn open(path: &Path) -> Result<Self> {
-            let info = super::probe(path)?;
-            if info.video.is_none() {
-                bail!("{}: has no video stream", path.display());
-            }
-            if info.seconds == 0 {
-                bail!(
-                    "{}: is {:.2} s long; at least one second is needed",
-                    path.display(),
-                    info.duration
-                );
-            }
-            let (ictx, stream, ctx, tb, origin) = open_stream(path, Type::Video)?;
-            let fps = info.video.as_ref().and_then(|v| v.fps).unwrap_or(25.0);
-            let ticks_per_frame =
-                ((tb.denominator() as f64 / (tb.numerator() as f64 * fps)).round() as i64).max(1);
-            let decoder = ctx.decoder().video().with_context(|| {
-                format!(
-                    "{}: cannot open a decoder for its video stream",
-                    path.display()
-                )
-            })?;
-            Ok(Self {
-                src: Demuxed {
-                    path: path.to_path_buf(),
-                    what: "video",
-                    ictx,
-                    stream,
-                    decoder,
-                    tb,
-                    origin,
-                    sent_eof: false,
-                },
-                seconds: info.seconds,
-                next: 0,
-                held: None,
-                incoming: None,
-                last_ticks: None,
-                ticks_per_frame,
-                end_of_stream: false,
-                ended_early_at: None,
-                scaler: None,
-            })
-        }
-
-        pub fn seconds(&self) -> usize {
-            self.seconds
-        }
-
-        pub fn frames_end_early(&self) -> Option<f64> {
-            self.ended_early_at
-        }
-
-        /// Whether sample time `k / 16` s is before `ticks` (stream time base, from the origin).
-        fn before(&self, k: u64, ticks: i64) -> bool {
-            let (num, den) = (
-                self.src.tb.numerator() as i128,
-                self.src.tb.denominator() as i128,
-            );
-            (k as i128) * den < (FRAMES_PER_SECOND as i128) * (ticks as i128) * num
-        }
-
-        /// Decodes the next frame into `incoming` (or marks the end of the stream).
-        fn fetch(&mut self) -> Result<()> {
-            let mut frame = ff::frame::Video::empty();
-            if !self.src.receive(&mut frame)? {
-                self.end_of_stream = true;
-                return Ok(());
-            }
-            let ticks = match frame.timestamp() {
-                Some(ts) => ts - self.src.origin,
-                None => self.last_ticks.map_or(0, |t| t + self.ticks_per_frame),
-            };
-            self.last_ticks = Some(ticks);
-            self.incoming = Some((frame, ticks));
-            Ok(())
-        }
-
-        fn rgb_of(&mut self, frame: &ff::frame::Video) -> Result<RgbFrame> {
-            let (fmt, w, h) = (frame.format(), frame.width(), frame.height());
-            if !matches!(&self.scaler, Some((f, sw, sh, _)) if *f == fmt && *sw == w && *sh == h) {
-                let ctx = ff::software::scaling::Context::get(
-                    fmt,
-                    w,
-                    h,
-                    ff::format::Pixel::RGB24,
-                    w,
-                    h,
-                    ff::software::scaling::Flags::BILINEAR,
-                )
-                .with_context(|| {
-                    format!(
-                        "{}: cannot convert {fmt:?} {w}x{h} frames to RGB",
-                        self.src.path.display()
-                    )
-                })?;
-                self.scaler = Some((fmt, w, h, ctx));
-            }
-            let scaler = &mut self.scaler.as_mut().unwrap().3;
-            let mut rgb = ff::frame::Video::empty();
-            scaler.run(frame, &mut rgb).with_context(|| {
-                format!("{}: converting a frame to RGB", self.src.path.display())
-            })?;
-            let (w, h) = (w as usize, h as usize);
-            let stride = rgb.stride(0);
-            let plane = rgb.data(0);
-            let mut data = Vec::with_capacity(w * h * 3);
-            for y in 0..h {
-                data.extend_from_slice(&plane[y * stride..y * stride + w * 3]);
-            }
-            Ok(RgbFrame {
-                width: w,
-                height: h,
-                data,
-            })
-        }
-
-        /// RGB of the held frame (converted once, however many sample times show it).
-        fn held_rgb(&mut self) -> Result<RgbFrame> {
-            let mut held = self.held.take().expect("a held frame");
-            if held.rgb.is_none() {
-                held.rgb = Some(self.rgb_of(&held.frame)?);
-            }
-            let rgb = held.rgb.clone().unwrap();
-            self.held = Some(held);
-            Ok(rgb)
-        }
-
-        pub fn next_second(&mut self) -> Result<Option<Vec<RgbFrame>>> {
-            if self.next >= (self.seconds * FRAMES_PER_SECOND) as u64 {
-                return Ok(None);
-            }
-            let end = self.next + FRAMES_PER_SECOND as u64;
-            let mut out = Vec::with_capacity(FRAMES_PER_SECOND);
-            while self.next < end {
-                match &self.incoming {
-                    Some((frame, ticks)) => {
-                        if self.before(self.next, *ticks) {
-                            // The held frame is the latest at this time; before the first
-                            // frame, the first frame stands in.
-                            let rgb = if self.held.is_some() {
-                                self.held_rgb()?
-                            } else {
-                                let frame = frame.clone();
-                                self.rgb_of(&frame)?
-                            };
-                            out.push(rgb);
-                            self.next += 1;
-                        } else {
-                            let (frame, _) = self.incoming.take().unwrap();
-                            self.held = Some(Held { frame, rgb: None });
-                        }
-                    }
-                    None if self.end_of_stream => {
-                        if self.held.is_none() {
-                            bail!(
-                                "{}: no video frame could be decoded",
-                                self.src.path.display()
-                            );
-                        }
-                        // A sample more than a second past the last frame: the data ended
-                        // before the duration the container declares.
-                        let last = self.last_ticks.unwrap_or(0) as f64
-                            * self.src.tb.numerator() as f64
-                            / self.src.tb.denominator() as f64;
-                        if self.ended_early_at.is_none()
-                            && self.next as f64 / FRAMES_PER_SECOND as f64 > last + 1.0
-                        {
-                            self.ended_early_at = Some(last);
-                        }
-                        out.push(self.held_rgb()?);
-                        self.next += 1;
-                    }
-                    None => self.fetch()?,
-                }
-            }
-            Ok(Some(out))
-        }
-    }
-
-    // --------------------------------------------------------------------------------------------
-    // Audio
-
-    struct Resampler {
-        key: (ff::format::Sample, u64, u16, u32),
-        ctx: ff::software::resampling::Context,
-        channels: usize,
-    }
-
-    pub struct AudioSamples {
-        src: Demuxed<ff::decoder::Audio>,
-        rate: u32,
-        resampler: Option<Resampler>,
-        /// Mono samples decoded but not yet handed out.
-        buf: VecDeque<f32>,
-        /// Samples still to drop (the stream started before the origin).
-        drop: usize,
-        started: bool,
-        finished: bool,
-    }
-
-    impl AudioSamples {
-        pub fn open(path: &Path, rate: u32) -> Result<Self> {
-            if rate == 0 {
-                bail!("audio sample rate must be positive");
-            }
-            let (ictx, stream, ctx, tb, origin) = open_stream(path, Type::Audio)?;
-            let decoder = ctx.decoder().audio().with_context(|| {
-                format!(
-                    "{}: cannot open a decoder for its audio stream",
-                    path.display()
-                )
-            })?;
-            Ok(Self {
-                src: Demuxed {
-                    path: path.to_path_buf(),
-                    what: "audio",
-                    ictx,
-                    stream,
-                    decoder,
-                    tb,
-                    origin,
-                    sent_eof: false,
-                },
-                rate,
-                resampler: None,
-                buf: VecDeque::new(),
-                drop: 0,
-                started: false,
-                finished: false,
-            })
-        }
-
-        pub fn read_seconds(&mut self, seconds: usize) -> Result<Vec<f32>> {
-            let need = seconds * self.rate as usize;
-            while self.buf.len() < need && !self.finished {
-                self.pump()?;
-            }
-            let take = need.min(self.buf.len());
-            let mut out: Vec<f32> = self.buf.drain(..take).collect();
-            out.resize(need, 0.0);
-            Ok(out)
-        }
-
-        /// Decodes one frame into `buf`, or flushes the resampler at the end.
-        fn pump(&mut self) -> Result<()> {
-            let mut frame = ff::frame::Audio::empty();
-            if !self.src.receive(&mut frame)? {
-                self.flush_resampler()?;
-                self.finished = true;
-                return Ok(());
-            }
-            if frame.samples() == 0 {
-                return Ok(());
-            }
-            if !self.started {
-                self.started = true;
-                if let Some(ts) = frame.timestamp() {
-                    let ticks = (ts - self.src.origin) as f64;
-                    let tb = self.src.tb;
-                    let offset = (ticks * tb.numerator() as f64 / tb.denominator() as f64
-                        * self.rate as f64)
-                        .round() as i64;
-                    if offset > 0 {
-                        self.buf.extend(std::iter::repeat_n(0.0, offset as usize));
-                    } else {
-                        self.drop = (-offset) as usize;
-                    }
-                }
-            }
-            self.convert(Some(&frame))
-        }
-
-        fn flush_resampler(&mut self) -> Result<()> {
-            while self.resampler.is_some() {
-                if self.run_resampler(None)? == 0 {
-                    break;
-                }
-            }
-            Ok(())
-        }
-
-        fn convert(&mut self, frame: Option<&ff::frame::Audio>) -> Result<()> {
-            if let Some(f) = frame {
-                let channels = f.channels();
-                let mut layout = f.channel_layout();
-                if layout.is_empty() || layout.channels() as u16 != channels {
-                    layout = ChannelLayout::default(channels as i32);
-                }
-                let key = (f.format(), layout.bits(), channels, f.rate());
-                if self.resampler.as_ref().is_none_or(|r| r.key != key) {
-                    // A format change mid-stream: drain the old resampler first.
-                    self.flush_resampler()?;
-                    let ctx = ff::software::resampling::Context::get(
-                        f.format(),
-                        layout,
-                        f.rate(),
-                        ff::format::Sample::F32(ff::format::sample::Type::Planar),
-                        layout,
-                        self.rate,
-                    )
-                    .with_context(|| {
-                        format!(
-                            "{}: cannot resample {} Hz {:?} audio to {} Hz",
-                            self.src.path.display(),
-                            f.rate(),
-                            f.format(),
-                            self.rate
-                        )
-                    })?;
-                    self.resampler = Some(Resampler {
-                        key,
-                        ctx,
-                        channels: channels as usize,
-                    });
-                }
-            }
-            self.run_resampler(frame)?;
-            Ok(())
-        }
-
-        /// Converts `frame` (or drains buffered samples with `None`), appends the channel mean
-        /// to `buf`; returns the number of output samples.
-        fn run_resampler(&mut self, frame: Option<&ff::frame::Audio>) -> Result<usize> {
-            let r = self.resampler.as_mut().expect("resampler");
-            let in_samples = frame.map_or(0, |f| f.samples()) as i32;
-            let n = unsafe {
-                let swr = r.ctx.as_mut_ptr();
-                let cap = ff::ffi::swr_get_out_samples(swr, in_samples).max(0) as usize + 16;
-                let mut planes: Vec<Vec<f32>> = vec![vec![0.0; cap]; r.channels];
-                let mut ptrs: Vec<*mut u8> = planes
-                    .iter_mut()
-                    .map(|p| p.as_mut_ptr() as *mut u8)
-                    .collect();
-                let input = match frame {
-                    Some(f) => (*f.as_ptr()).extended_data as *const *const u8,
-                    None => std::ptr::null(),
-                };
-                let n = ff::ffi::swr_convert(
-                    swr,
-                    ptrs.as_mut_ptr() as _,
-                    cap as i32,
-                    input as _,
-                    in_samples,
-                );
-                if n < 0 {
-                    bail!(
-                        "{}: resampling audio failed: {}",
-                        self.src.path.display(),
-                        ff::Error::from(n)
-                    );
-                }
-                let n = n as usize;
-                let scale = 1.0 / r.channels as f32;
-                let skip = self.drop.min(n);
-                self.drop -= skip;
-                for i in skip..n {
-                    let s: f32 = planes.iter().map(|p| p[i]).sum();
-                    self.buf
-                        .push_back(if r.channels == 1 { s } else { s * scale });
-                }
-                n
-            };
-            Ok(n)
-        }
+    #[test]
+    fn clips_need_both_streams_and_a_second() {
+        check_clip(&clip(9.95, true, true)).unwrap();
+        check_clip(&clip(1.0, true, true)).unwrap();
+        let err = |info: MediaInfo| check_clip(&info).unwrap_err().to_string();
+        assert_eq!(
+            err(clip(0.5, true, true)),
+            "/v/clip.mp4: is 0.50 s long; at least one second is needed"
+        );
+        assert_eq!(
+            err(clip(10.0, false, true)),
+            "/v/clip.mp4: has no video stream (streams: audio aac)"
+        );
+        assert!(
+            err(clip(10.0, true, false)).starts_with("/v/clip.mp4: has no audio track"),
+            "{}",
+            err(clip(10.0, true, false))
+        );
+        assert_eq!(
+            err(clip(10.0, false, false)),
+            "/v/clip.mp4: has no video stream (streams: none)"
+        );
     }
 }
