@@ -21,7 +21,7 @@ mod text;
 mod timeline;
 
 pub use attention::{ATTENTION_SIZE, attention_grid};
-pub use curves::{CURVES_SIZE, SERIES_COLORS, Series, curves_for_run, training_curves};
+pub use curves::{CURVES_SIZE, SERIES_COLORS, Series, training_curves};
 pub use timeline::{BACKGROUND_LABEL, CLASS_PALETTE, TimelineRow, timeline, timeline_size};
 
 #[cfg(test)]

@@ -327,49 +327,6 @@ fn nearest(points: &[(f64, f64)], x: f64) -> Option<f64> {
         .map(|p| p.1)
 }
 
-/// Draws `RUN_DIR/curves.png` from a run's metrics: train loss, val and test accuracy, and the
-/// best-val epoch (1-based on the x axis).
-pub fn curves_for_run(
-    run: &Path,
-    history: &[crate::train::EpochMetrics],
-    best_val_epoch: Option<usize>,
-) -> anyhow::Result<()> {
-    let x = |m: &crate::train::EpochMetrics| (m.epoch + 1) as f64;
-    let loss: Vec<(f64, f64)> = history.iter().map(|m| (x(m), m.train_loss)).collect();
-    let val: Vec<(f64, f64)> = history
-        .iter()
-        .filter_map(|m| m.val_acc.map(|a| (x(m), a)))
-        .collect();
-    let test: Vec<(f64, f64)> = history
-        .iter()
-        .filter_map(|m| m.test_acc.map(|a| (x(m), a)))
-        .collect();
-    let mut acc = Vec::new();
-    if !val.is_empty() {
-        acc.push(Series {
-            name: "val",
-            points: &val,
-        });
-    }
-    if !test.is_empty() {
-        acc.push(Series {
-            name: "test",
-            points: &test,
-        });
-    }
-    let title = format!("CACE-Net training ({} epochs)", history.len());
-    training_curves(
-        &run.join("curves.png"),
-        &title,
-        &[Series {
-            name: "train loss",
-            points: &loss,
-        }],
-        &acc,
-        best_val_epoch.map(|e| (e + 1) as f64),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

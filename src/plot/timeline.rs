@@ -20,7 +20,7 @@ pub struct TimelineRow<'a> {
 }
 
 /// Label of the background (no event) class in [`TimelineRow::labels`].
-pub const BACKGROUND_LABEL: usize = 28;
+pub const BACKGROUND_LABEL: usize = crate::data::annotations::BACKGROUND;
 
 /// Fixed colours of the 28 AVE classes (index = class) and, last, background
 /// (light grey). All 29 are distinct, and no class colour is grey.

@@ -500,8 +500,51 @@ impl Task for AveTask<'_> {
             );
         }
         let best = state.best_val.map(|s| s.epoch);
-        if let Err(e) = crate::plot::curves_for_run(&run.path, history, best) {
+        if let Err(e) = curves_for_run(&run.path, history, best) {
             eprintln!("warning: could not draw curves: {e:#}");
         }
     }
+}
+
+/// Draws `RUN_DIR/curves.png` from a run's metrics: train loss, val and test accuracy, and the
+/// best-val epoch (1-based on the x axis).
+fn curves_for_run(
+    run: &Path,
+    history: &[EpochMetrics],
+    best_val_epoch: Option<usize>,
+) -> anyhow::Result<()> {
+    let x = |m: &EpochMetrics| (m.epoch + 1) as f64;
+    let loss: Vec<(f64, f64)> = history.iter().map(|m| (x(m), m.train_loss)).collect();
+    let val: Vec<(f64, f64)> = history
+        .iter()
+        .filter_map(|m| m.val_acc.map(|a| (x(m), a)))
+        .collect();
+    let test: Vec<(f64, f64)> = history
+        .iter()
+        .filter_map(|m| m.test_acc.map(|a| (x(m), a)))
+        .collect();
+    let mut acc = Vec::new();
+    if !val.is_empty() {
+        acc.push(crate::plot::Series {
+            name: "val",
+            points: &val,
+        });
+    }
+    if !test.is_empty() {
+        acc.push(crate::plot::Series {
+            name: "test",
+            points: &test,
+        });
+    }
+    let title = format!("CACE-Net training ({} epochs)", history.len());
+    crate::plot::training_curves(
+        &run.join("curves.png"),
+        &title,
+        &[crate::plot::Series {
+            name: "train loss",
+            points: &loss,
+        }],
+        &acc,
+        best_val_epoch.map(|e| (e + 1) as f64),
+    )
 }
