@@ -399,3 +399,48 @@ fn writer_rejects_bad_arguments_before_writing() {
     assert_names(&e, &d.join("visual_feature.h5"), "out-of-float32-range");
     assert!(!d.exists());
 }
+
+/// A directory like the h5py fixture `contiguous_f32` (N = 6) with `name` replaced by the
+/// fuzz-found file `fixture` (tests/fixtures/fuzz/).
+fn h5py_dir_with(tag: &str, name: &str, fixture: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let tmp = temp_dir(tag);
+    for entry in std::fs::read_dir(fixtures.join("h5py/contiguous_f32")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
+    }
+    let p = tmp.path().join(name);
+    std::fs::copy(fixtures.join("fuzz").join(fixture), &p).unwrap();
+    (tmp, p)
+}
+
+/// Found by `cargo fuzz` (target h5): a visual file of 1 KB whose header declares
+/// `[6,10,7,7,2^39]` float32 passed validation, and reading its rows asked for 25 TB. A
+/// dataset declaring more data than its file can hold is now refused when opened.
+#[test]
+fn declared_size_beyond_the_file_is_refused() {
+    let (tmp, p) = h5py_dir_with("fuzz-25tb", "visual_feature.h5", "h5-visual-declares-25tb.h5");
+    assert_names(&open_err(tmp.path()), &p, "more than a 1165-byte file can hold");
+}
+
+/// Found by `cargo fuzz` (target h5): a labels file whose last dimension is 2^64 - 227; its
+/// element count overflowed `usize`. `Dataset::open` now refuses it.
+#[test]
+fn shape_whose_size_overflows_is_refused() {
+    let (tmp, p) = h5py_dir_with("fuzz-overflow", "labels.h5", "h5-labels-shape-overflows.h5");
+    let err = cace_net::data::h5::Dataset::open(&p, "avadataset", "labels")
+        .err()
+        .expect("open should fail")
+        .to_string();
+    assert_names(&err, &p, "more than 2^64 bytes");
+    assert_names(&open_err(tmp.path()), &p, "more than 2^64 bytes");
+}
+
+/// Found by `cargo fuzz` (target h5): a 1.7 KB visual file whose gzip chunks each declare
+/// 2.3 GB; reading one row allocated a whole chunk before decompressing it. Chunks larger than
+/// the file can hold are now refused when the file is opened.
+#[test]
+fn chunk_size_beyond_the_file_is_refused() {
+    let (tmp, p) = h5py_dir_with("fuzz-chunk", "visual_feature.h5", "h5-visual-chunk-2gb.h5");
+    assert_names(&open_err(tmp.path()), &p, "declares chunks of shape");
+}

@@ -39,6 +39,39 @@ impl fmt::Display for StoredType {
     }
 }
 
+/// Most bytes of data a dataset may declare per byte of its file. Deflate, the strongest filter
+/// in HDF5 files, expands at most about 1032:1; a larger declaration is a damaged (or sparse,
+/// never written) dataset, and reading it would allocate memory the file cannot fill.
+pub const MAX_EXPANSION: u64 = 1032;
+
+/// Checks that `dims` of `elem_bytes`-byte elements (`what`: the dataset's shape, or one
+/// chunk's) fit the file (`file_len` bytes) as [`MAX_EXPANSION`] allows: the element count of
+/// every read is then a valid `usize`, and no buffer (a read, a decompressed chunk) exceeds it.
+fn check_declared_size(
+    path: &Path,
+    key: &str,
+    what: &str,
+    dims: &[usize],
+    elem_bytes: u64,
+    file_len: u64,
+) -> Result<(), DataError> {
+    let bytes = dims
+        .iter()
+        .try_fold(elem_bytes.max(1), |acc, &d| acc.checked_mul(d as u64));
+    let limit = file_len.saturating_mul(MAX_EXPANSION);
+    match bytes {
+        Some(b) if b <= limit => Ok(()),
+        _ => Err(DataError::Invalid {
+            path: path.to_path_buf(),
+            msg: format!(
+                "dataset '{key}' declares {what} {dims:?} of {elem_bytes}-byte elements ({}), \
+                 more than a {file_len}-byte file can hold (damaged file?)",
+                bytes.map_or("more than 2^64 bytes".to_string(), |b| format!("{b} bytes"))
+            ),
+        }),
+    }
+}
+
 fn h5err(path: &Path, context: impl Into<String>) -> impl FnOnce(Error) -> DataError {
     let (path, context) = (path.to_path_buf(), context.into());
     move |source| DataError::Hdf5 {
@@ -78,6 +111,13 @@ impl Dataset {
                 });
             }
         }
+        let file_len = fs::metadata(path)
+            .map_err(|e| DataError::Io {
+                path: path.to_path_buf(),
+                what: "cannot access file",
+                source: e,
+            })?
+            .len();
         let file =
             H5File::open(path).map_err(h5err(path, "not a readable HDF5 file (truncated?)"))?;
         let names = file.dataset_names();
@@ -104,8 +144,17 @@ impl Dataset {
                 )(e));
             }
         };
+        let shape = ds.shape();
+        let elem_bytes = match stored {
+            StoredType::Float(b) | StoredType::Int { bytes: b, .. } => b.into(),
+            StoredType::Other => 1,
+        };
+        check_declared_size(path, key, "shape", &shape, elem_bytes, file_len)?;
+        if let Some(chunk) = ds.chunk_dims() {
+            check_declared_size(path, key, "chunks of shape", &chunk, elem_bytes, file_len)?;
+        }
         Ok(Dataset {
-            shape: ds.shape(),
+            shape,
             ds,
             _file: file,
             path: path.to_path_buf(),
