@@ -531,3 +531,60 @@ fn overlapping_and_empty_splits_are_warned_about() {
         "no best/ without val"
     );
 }
+/// A damaged `last/optimizer.safetensors` (one moment a value short) is refused by `--resume`
+/// with the file and the tensor named; it used to reach the first Adam step, where the shapes
+/// no longer matched.
+#[test]
+fn resume_refuses_optimizer_moments_of_the_wrong_size() {
+    use safetensors::tensor::{SafeTensors, TensorView};
+    let dir = tmp("bad-optimizer");
+    let data = dir.join("data");
+    tiny_dataset(&data);
+    let cfg = config(&dir);
+    let run = dir.join("run");
+    let out = train(&data, &run, &cfg, &["--epochs", "1"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = run.join("last/optimizer.safetensors");
+    let bytes = std::fs::read(&file).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let mut names = st.names();
+    names.sort();
+    let cut = names
+        .iter()
+        .find(|n| n.starts_with("exp_avg/"))
+        .unwrap()
+        .to_string();
+    let views: Vec<(String, TensorView<'_>)> = names
+        .iter()
+        .map(|&n| {
+            let v = st.tensor(n).unwrap();
+            let (shape, data) = if n == cut {
+                (vec![v.shape()[0] - 1], &v.data()[..v.data().len() - 4])
+            } else {
+                (v.shape().to_vec(), v.data())
+            };
+            (
+                n.to_string(),
+                TensorView::new(v.dtype(), shape, data).unwrap(),
+            )
+        })
+        .collect();
+    let damaged = safetensors::serialize(views, header.metadata().clone()).unwrap();
+    std::fs::write(&file, damaged).unwrap();
+
+    let out = train(&data, &run, &cfg, &["--resume", "--epochs", "2"], &[]);
+    assert!(
+        !out.status.success(),
+        "resumed from a damaged optimizer state"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&file.display().to_string()) && err.contains(&cut),
+        "{err}"
+    );
+}

@@ -29,6 +29,7 @@ use crate::data::ave::{AveDir, Split};
 use crate::data::batch::{FeatureStore, Features, Shapes, require_labels};
 use crate::loss::objective;
 use crate::metric::{Accuracy, predict};
+use crate::model::state::ParamList;
 use crate::model::{CaceNet, ForwardOptions};
 use crate::optim::{Adam, KeyedGrads};
 use crate::resident::{AUTO_DEVICE_BYTES, Batches, DeviceData, Readback, flat};
@@ -310,8 +311,10 @@ impl<'a> AveTask<'a> {
         verbose: bool,
     ) -> Result<Self> {
         let device = base.clone().autodiff();
-        let model = checkpoint::load(last, Some(cfg.model.clone()), &device)?.model;
-        let adam = optimizer_io::load(&last.join(OPTIMIZER_FILE), cfg.adam.clone(), base)?;
+        let mut model = checkpoint::load(last, Some(cfg.model.clone()), &device)?.model;
+        let params = ParamList::of(&mut model);
+        let file = last.join(OPTIMIZER_FILE);
+        let adam = optimizer_io::load(&file, cfg.adam.clone(), &params, base)?;
         Ok(Self::with(cfg, data, model, adam, base, verbose))
     }
 

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::checkpoint::native;
+use crate::model::state::ParamList;
 use crate::optim::{Adam, AdamConfig, AdamState};
 use crate::to_vec;
 
@@ -35,36 +36,63 @@ pub fn save(path: &Path, adam: &Adam) -> Result<()> {
     native::write_atomic(path, &safetensors::serialize(views, Some(meta))?)
 }
 
-pub fn load(path: &Path, config: AdamConfig, device: &Device) -> Result<Adam> {
+/// Reads the Adam state for a model with the parameters `params`: every moment must be the F32
+/// vector of one of them, so a damaged or foreign file is an error naming the file and the
+/// tensor rather than a shape mismatch in the first step.
+pub fn load(path: &Path, config: AdamConfig, params: &ParamList, device: &Device) -> Result<Adam> {
     use safetensors::SafeTensors;
     let bytes =
         fs::read(path).with_context(|| format!("reading optimizer state {}", path.display()))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .with_context(|| format!("{}: not a valid safetensors file", path.display()))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)?;
+    let not_safetensors = || format!("{}: not a valid safetensors file", path.display());
+    let st = SafeTensors::deserialize(&bytes).with_context(not_safetensors)?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).with_context(not_safetensors)?;
     let steps: HashMap<String, u64> = header
         .metadata()
         .as_ref()
         .and_then(|m| m.get("steps"))
-        .map(|s| serde_json::from_str(s))
-        .transpose()?
-        .with_context(|| format!("{}: no step counts", path.display()))?;
-    let read = |name: String| -> Result<Tensor<1>> {
+        .with_context(|| format!("{}: no step counts", path.display()))
+        .and_then(|s| {
+            serde_json::from_str(s).with_context(|| {
+                format!(
+                    "{}: step counts are not a JSON map of names to counts",
+                    path.display()
+                )
+            })
+        })?;
+    let sizes: HashMap<&str, usize> = params
+        .entries
+        .iter()
+        .map(|(k, _, shape)| (k.as_str(), shape.iter().product()))
+        .collect();
+    let read = |name: String, size: usize| -> Result<Tensor<1>> {
         let v = st
             .tensor(&name)
             .with_context(|| format!("{}: missing {name}", path.display()))?;
+        if v.dtype() != safetensors::Dtype::F32 || v.shape() != [size] {
+            bail!(
+                "{}: `{name}` is {:?} of shape {:?}; expected F32 of shape [{size}] (the parameter's size)",
+                path.display(),
+                v.dtype(),
+                v.shape()
+            );
+        }
         let data: Vec<f32> = v
             .data()
             .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4-byte chunks")))
             .collect();
-        let n = data.len();
-        Ok(Tensor::from_data(TensorData::new(data, [n]), device))
+        Ok(Tensor::from_data(TensorData::new(data, [size]), device))
     };
     let mut adam = Adam::new(config);
     for (k, step) in steps {
-        let exp_avg = read(format!("exp_avg/{k}"))?;
-        let exp_avg_sq = read(format!("exp_avg_sq/{k}"))?;
+        let size = *sizes.get(k.as_str()).with_context(|| {
+            format!(
+                "{}: step count of `{k}`, which is not a parameter of the model",
+                path.display()
+            )
+        })?;
+        let exp_avg = read(format!("exp_avg/{k}"), size)?;
+        let exp_avg_sq = read(format!("exp_avg_sq/{k}"), size)?;
         adam.state.insert(
             k,
             AdamState {
