@@ -419,8 +419,16 @@ fn h5py_dir_with(tag: &str, name: &str, fixture: &str) -> (tempfile::TempDir, st
 /// dataset declaring more data than its file can hold is now refused when opened.
 #[test]
 fn declared_size_beyond_the_file_is_refused() {
-    let (tmp, p) = h5py_dir_with("fuzz-25tb", "visual_feature.h5", "h5-visual-declares-25tb.h5");
-    assert_names(&open_err(tmp.path()), &p, "more than a 1165-byte file can hold");
+    let (tmp, p) = h5py_dir_with(
+        "fuzz-25tb",
+        "visual_feature.h5",
+        "h5-visual-declares-25tb.h5",
+    );
+    assert_names(
+        &open_err(tmp.path()),
+        &p,
+        "more than a 1165-byte file can hold",
+    );
 }
 
 /// Found by `cargo fuzz` (target h5): a labels file whose last dimension is 2^64 - 227; its
