@@ -518,3 +518,52 @@ fn outputs_onto_directories_and_fifos() {
     assert!(json["accuracy"].is_number(), "{json}");
     assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
 }
+
+/// A native checkpoint whose `config.json` says `"d_model": 1099511627776` is refused, naming
+/// the file and the tensor that disagrees; the model's weights used to be allocated before any
+/// shape was compared (4 TB: the process aborted). Seen while fuzzing the native reader.
+#[test]
+fn huge_config_sizes_are_refused_before_allocating() {
+    use cace_net::checkpoint::{StateDict, StoredTensor};
+    use cace_net::config::ModelConfig;
+    let dir = tmp("huge-config");
+    let t = |shape: Vec<usize>| StoredTensor {
+        data: vec![0.5; shape.iter().product()],
+        shape,
+    };
+    let sd = StateDict {
+        entries: vec![
+            ("v_fc.weight".into(), t(vec![512, 4])),
+            ("a_fc.weight".into(), t(vec![128, 128])),
+            ("AVInter.video_multihead.in_proj_weight".into(), t(vec![24, 8])),
+        ],
+    };
+    let config = ModelConfig {
+        visual_dim: 4,
+        d_model: 1 << 40,
+        heads: 1,
+        ..ModelConfig::default()
+    };
+    let ck = dir.join("ck");
+    native::write(&ck, &sd, &config).unwrap();
+    // Under an 8 GB address-space limit (`ulimit -v`): without the check the weights are
+    // zeroed page by page until the kernel's OOM killer stops the process, which starves the
+    // whole machine first; with the limit the allocation just fails.
+    let out = Command::new("sh")
+        .args(["-c", "ulimit -v 8000000 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_cace"))
+        .args(["info", "--checkpoint"])
+        .arg(&ck)
+        .output()
+        .expect("run cace under sh");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted: {err}");
+    for needle in [
+        ck.to_str().unwrap(),
+        "AVInter.video_multihead.in_proj_weight",
+        "[24, 8]",
+    ] {
+        assert!(err.contains(needle), "should mention `{needle}`: {err}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

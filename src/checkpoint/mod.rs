@@ -280,6 +280,37 @@ pub fn read_checkpoint(path: &Path) -> Result<(StateDict, ModelConfig, Format)> 
     }
 }
 
+/// Checks the tensors whose shapes hold the config's unbounded sizes (`visual_dim`,
+/// `audio_dim`, `d_model`) before the model is built: a config that does not match its file
+/// (`"d_model": 1099511627776` in a 70-byte `config.json`) is then an error like any other
+/// mismatch, instead of the model's weights being allocated first (terabytes). Once these
+/// match, the model is no bigger than a small multiple of the file. Same messages as
+/// [`load_state_dict`].
+fn check_sizes_against(sd: &StateDict, config: &ModelConfig, source: &Path) -> Result<()> {
+    let d = config.d_model;
+    let probes = [
+        ("v_fc.weight", [512, config.visual_dim]),
+        ("a_fc.weight", [128, config.audio_dim]),
+        ("AVInter.video_multihead.in_proj_weight", [d.saturating_mul(3), d]),
+    ];
+    for (key, expected) in probes {
+        match sd.get(key) {
+            None => bail!(
+                "checkpoint {}: has no tensor `{key}`, which the model needs",
+                source.display()
+            ),
+            Some(t) if t.shape != expected => bail!(
+                "checkpoint {}: tensor `{key}` has shape {:?} but the model config expects {:?}",
+                source.display(),
+                t.shape,
+                expected
+            ),
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// Loads either format onto `device`. `config` overrides the stored/inferred config (its
 /// shapes must still match the file).
 pub fn load(path: &Path, config: Option<ModelConfig>, device: &Device) -> Result<Loaded> {
@@ -288,6 +319,7 @@ pub fn load(path: &Path, config: Option<ModelConfig>, device: &Device) -> Result
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("checkpoint {}: invalid model config: {e}", path.display()))?;
+    check_sizes_against(&sd, &config, path)?;
     let mut model = CaceNet::new(&config, device)?;
     load_state_dict(&mut model, sd.clone(), device, path)?;
     let order = ParamList::of(&mut model);
