@@ -535,7 +535,10 @@ fn huge_config_sizes_are_refused_before_allocating() {
         entries: vec![
             ("v_fc.weight".into(), t(vec![512, 4])),
             ("a_fc.weight".into(), t(vec![128, 128])),
-            ("AVInter.video_multihead.in_proj_weight".into(), t(vec![24, 8])),
+            (
+                "AVInter.video_multihead.in_proj_weight".into(),
+                t(vec![24, 8]),
+            ),
         ],
     };
     let config = ModelConfig {

@@ -291,7 +291,10 @@ fn check_sizes_against(sd: &StateDict, config: &ModelConfig, source: &Path) -> R
     let probes = [
         ("v_fc.weight", [512, config.visual_dim]),
         ("a_fc.weight", [128, config.audio_dim]),
-        ("AVInter.video_multihead.in_proj_weight", [d.saturating_mul(3), d]),
+        (
+            "AVInter.video_multihead.in_proj_weight",
+            [d.saturating_mul(3), d],
+        ),
     ];
     for (key, expected) in probes {
         match sd.get(key) {
