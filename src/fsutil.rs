@@ -25,6 +25,12 @@ pub fn is_special(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }
 
+/// [`write_atomic`] with the path in the error, for callers that report with `anyhow`.
+pub fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    write_atomic(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
 /// Replaces `path` with `bytes` atomically and durably; writes through special files.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     if path.is_dir() {

@@ -24,10 +24,8 @@ pub fn paths(path: &Path) -> (PathBuf, PathBuf) {
     }
 }
 
-/// Replaces `path` with `bytes` atomically and durably ([`crate::fsutil::write_atomic`]).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::fsutil::write_atomic(path, bytes).with_context(|| format!("writing {}", path.display()))
-}
+/// Replaces `path` with `bytes` atomically and durably, naming the path in the error.
+pub use crate::fsutil::write_file as write_atomic;
 
 pub fn write(dir: &Path, sd: &StateDict, config: &ModelConfig) -> Result<()> {
     fs::create_dir_all(dir)

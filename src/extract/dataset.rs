@@ -225,9 +225,7 @@ fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
-fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::fsutil::write_atomic(path, bytes).with_context(|| format!("writing {}", path.display()))
-}
+use crate::fsutil::write_file as write_file_atomic;
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let text = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
