@@ -472,8 +472,14 @@ impl Task for AveTask<'_> {
         Ok((metrics, score))
     }
 
-    fn save_model(&self, dir: &Path) -> Result<()> {
-        native::write(dir, &checkpoint::state_dict(&self.model), &self.cfg.model)
+    type Weights = checkpoint::StateDict;
+
+    fn weights(&self) -> checkpoint::StateDict {
+        checkpoint::state_dict(&self.model)
+    }
+
+    fn save_model(&self, weights: &checkpoint::StateDict, dir: &Path) -> Result<()> {
+        native::write(dir, weights, &self.cfg.model)
     }
 
     fn save_resume_state(&self, dir: &Path) -> Result<()> {

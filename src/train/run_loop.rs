@@ -17,8 +17,13 @@ pub trait Task {
     /// from seeds derived from `epoch`, so a resumed run draws what an uninterrupted one would.
     fn epoch(&mut self, epoch: usize) -> Result<(Self::Log, EpochScore)>;
 
-    /// Writes the model into a checkpoint directory (`best/` and `last/`).
-    fn save_model(&self, dir: &Path) -> Result<()>;
+    /// The trained weights, read from the device once per epoch for `best/` and `last/`.
+    type Weights;
+
+    fn weights(&self) -> Self::Weights;
+
+    /// Writes `weights` into a checkpoint directory (`best/` and `last/`).
+    fn save_model(&self, weights: &Self::Weights, dir: &Path) -> Result<()>;
 
     /// Writes the rest of what `--resume` needs (optimizer state) into `last/`.
     fn save_resume_state(&self, dir: &Path) -> Result<()>;
@@ -59,12 +64,13 @@ pub fn run_epochs<T: Task>(
         let improved = state.record(score);
         run.append_metrics(&log)?;
         history.push(log);
+        let weights = task.weights();
         if improved || (!has_val && epoch + 1 == epochs) {
-            run.save_checkpoint(BEST, |d| task.save_model(d))?;
+            run.save_checkpoint(BEST, |d| task.save_model(&weights, d))?;
         }
         state.next_epoch = epoch + 1;
         run.save_last(&state, |d| {
-            task.save_model(d)?;
+            task.save_model(&weights, d)?;
             task.save_resume_state(d)
         })?;
         task.after_epoch(run, history, &state, improved);
