@@ -22,6 +22,11 @@ pub enum Guide {
     None,
 }
 
+/// Largest width `validate` accepts for any size field. The widest published features are
+/// 2048-d (ResNet50, Cnn14); at 16384 one `d × d` f32 matrix is already 1 GiB, and without a
+/// bound a typo (`"d_model": 1e9` as an integer) asks for terabytes before any check runs.
+pub const MAX_WIDTH: usize = 16_384;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
@@ -168,6 +173,12 @@ impl ModelConfig {
         ] {
             if v == 0 {
                 return Err(format!("{name} must be at least 1, got 0"));
+            }
+            if v > MAX_WIDTH {
+                return Err(format!(
+                    "{name} must be at most {MAX_WIDTH}, got {v} (a weight matrix of that width \
+                     would not fit in memory)"
+                ));
             }
         }
         if self.num_classes > crate::data::annotations::NUM_CLASSES {

@@ -424,6 +424,8 @@ fn bad_config_fields_are_named_before_anything_is_written() {
     tiny_dataset(&data);
     for (json, field) in [
         (r#"{"model": {"d_model": 0}}"#, "d_model"),
+        (r#"{"model": {"d_model": 1000000000}}"#, "d_model"),
+        (r#"{"model": {"visual_dim": 4000000000}}"#, "visual_dim"),
         (r#"{"model": {"psi": 1.5}}"#, "psi"),
         (r#"{"model": {"lambda": -0.1}}"#, "lambda"),
         (
