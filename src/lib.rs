@@ -14,6 +14,7 @@ pub mod data;
 pub mod device;
 pub mod encoders;
 pub mod extract;
+pub mod finetune;
 pub mod fsutil;
 pub mod inference;
 pub mod loss;

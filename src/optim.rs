@@ -185,6 +185,95 @@ impl StateVisitor for Update<'_> {
     }
 }
 
+/// `torch.optim.SGD` with momentum and weight decay (dampening 0, not Nesterov), as the
+/// official fine-tuning uses it (REFERENCE §6.3): per parameter with a gradient,
+/// `d = g + wd·p`; `buf = d` on its first step, else `buf = momentum·buf + d`; `p ← p − lr·buf`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SgdConfig {
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for SgdConfig {
+    /// The official fine-tuning: lr 1e-3, momentum 0.9, weight decay 1e-4.
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+        }
+    }
+}
+
+pub struct Sgd {
+    pub config: SgdConfig,
+    /// Momentum buffers by state-dict key (absent before a parameter's first step).
+    pub momentum: HashMap<String, Tensor<1>>,
+}
+
+impl Sgd {
+    pub fn new(config: SgdConfig) -> Self {
+        Self {
+            config,
+            momentum: HashMap::new(),
+        }
+    }
+
+    /// One step with learning rate `lr` on every parameter that has a gradient in `grads`.
+    pub fn step<M: HasState>(&mut self, module: &mut M, grads: &KeyedGrads, lr: f64) {
+        let grads: HashMap<&str, &Tensor<1>> =
+            grads.grads.iter().map(|(k, g)| (k.as_str(), g)).collect();
+        let mut update = SgdUpdate {
+            sgd: self,
+            grads,
+            lr,
+        };
+        module.visit_state(&Prefix::root(), &mut update);
+    }
+}
+
+struct SgdUpdate<'a> {
+    sgd: &'a mut Sgd,
+    grads: HashMap<&'a str, &'a Tensor<1>>,
+    lr: f64,
+}
+
+impl StateVisitor for SgdUpdate<'_> {
+    fn visit<const D: usize>(
+        &mut self,
+        key: &str,
+        _used: bool,
+        param: &mut Param<Tensor<D>>,
+        _layout: Layout,
+    ) {
+        let Some(&grad) = self.grads.get(key) else {
+            return;
+        };
+        let c = &self.sgd.config;
+        let value = param.val();
+        let plain = value.clone().inner().detach();
+        let dims = plain.dims();
+        let flat = plain.clone().reshape([dims.iter().product::<usize>()]);
+        let d = grad.clone() + flat.mul_scalar(c.weight_decay);
+        let buf = match self.sgd.momentum.remove(key) {
+            Some(buf) if c.momentum != 0.0 => buf.mul_scalar(c.momentum) + d,
+            _ => d,
+        };
+        let new = plain - buf.clone().mul_scalar(self.lr).reshape(dims);
+        if c.momentum != 0.0 {
+            self.sgd.momentum.insert(key.to_string(), buf);
+        }
+        let new = if value.is_require_grad() {
+            new.autodiff().require_grad()
+        } else {
+            new
+        };
+        *param = Param::initialized(param.id, new);
+    }
+}
+
 /// `MultiStepLR`: the rate is multiplied by `gamma` at each milestone epoch (official:
 /// 7e-4 halved after epochs 10, 20 and 30).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -259,5 +348,45 @@ mod tests {
         assert_eq!(s.lr(20), 1.75e-4);
         assert_eq!(s.lr(30), 8.75e-5);
         assert_eq!(s.lr(199), 8.75e-5);
+    }
+
+    #[test]
+    fn sgd_is_torchs_with_momentum_and_weight_decay() {
+        struct One(Param<Tensor<1>>);
+        impl HasState for One {
+            fn visit_state<V: StateVisitor>(&mut self, at: &Prefix, v: &mut V) {
+                v.visit(&at.key("p"), true, &mut self.0, Layout::Same);
+            }
+        }
+        let device = Device::flex();
+        let mut m = One(Param::from_tensor(Tensor::from_floats(
+            [1.0, -2.0],
+            &device,
+        )));
+        let mut sgd = Sgd::new(SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.1,
+        });
+        let step = |g: &[f32]| KeyedGrads {
+            grads: vec![("p".into(), Tensor::from_floats(g, &device))],
+        };
+        // d = g + 0.1·p = [0.6, 0.3] = buf; p − 0.1·buf.
+        sgd.step(&mut m, &step(&[0.5, 0.5]), 0.1);
+        let p = crate::to_vec(m.0.val());
+        assert!(
+            (p[0] - 0.94).abs() < 1e-6 && (p[1] + 2.03).abs() < 1e-6,
+            "{p:?}"
+        );
+        // d = [0.094, 0.797]; buf = 0.9·[0.6, 0.3] + d = [0.634, 1.067].
+        sgd.step(&mut m, &step(&[0.0, 1.0]), 0.1);
+        let p = crate::to_vec(m.0.val());
+        assert!(
+            (p[0] - 0.8766).abs() < 1e-6 && (p[1] + 2.1367).abs() < 1e-6,
+            "{p:?}"
+        );
+        // A parameter without a gradient is not touched (not even by weight decay).
+        sgd.step(&mut m, &KeyedGrads { grads: vec![] }, 0.1);
+        assert_eq!(crate::to_vec(m.0.val()), p);
     }
 }

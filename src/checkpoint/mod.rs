@@ -9,6 +9,7 @@
 
 pub mod native;
 pub mod pth;
+pub mod torch_save;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -122,8 +123,8 @@ impl StateVisitor for Loader<'_> {
 
 /// Copies a state dict into `model`. Every key the model has must be present with the right
 /// shape, and the file may hold no other key; the first offending key is named.
-pub fn load_state_dict(
-    model: &mut CaceNet,
+pub fn load_state_dict<M: HasState>(
+    model: &mut M,
     sd: StateDict,
     device: &Device,
     source: &Path,
@@ -177,7 +178,7 @@ impl StateVisitor for Saver {
 }
 
 /// The model's parameters under their official keys, in official order.
-pub fn state_dict(model: &CaceNet) -> StateDict {
+pub fn state_dict<M: HasState + Clone>(model: &M) -> StateDict {
     let mut saver = Saver {
         sd: StateDict::default(),
     };

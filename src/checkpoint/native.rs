@@ -30,6 +30,17 @@ pub use crate::fsutil::write_file as write_atomic;
 pub fn write(dir: &Path, sd: &StateDict, config: &ModelConfig) -> Result<()> {
     fs::create_dir_all(dir)
         .with_context(|| format!("creating checkpoint directory {}", dir.display()))?;
+    write_atomic(&dir.join(WEIGHTS_FILE), &to_safetensors(sd, None)?)?;
+    write_atomic(
+        &dir.join(CONFIG_FILE),
+        serde_json::to_string_pretty(config)?.as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// `sd` as safetensors bytes (F32), its key order kept in the metadata, with one more
+/// metadata entry `extra = (name, value)` if given.
+pub fn to_safetensors(sd: &StateDict, extra: Option<(&str, String)>) -> Result<Vec<u8>> {
     let bytes: Vec<Vec<u8>> = sd
         .entries
         .iter()
@@ -44,18 +55,16 @@ pub fn write(dir: &Path, sd: &StateDict, config: &ModelConfig) -> Result<()> {
     // safetensors orders its header by name; the key order (the official state-dict order) is
     // kept in the metadata.
     let keys: Vec<&str> = sd.entries.iter().map(|(k, _)| k.as_str()).collect();
-    let metadata = std::collections::HashMap::from([
-        // One entry only: safetensors writes a map's entries in hash order, and a single entry
-        // keeps the file bytes reproducible.
-        ("cace-net.keys".to_string(), serde_json::to_string(&keys)?),
-    ]);
-    let blob = safetensors::serialize(views, Some(metadata))?;
-    write_atomic(&dir.join(WEIGHTS_FILE), &blob)?;
-    write_atomic(
-        &dir.join(CONFIG_FILE),
-        serde_json::to_string_pretty(config)?.as_bytes(),
-    )?;
-    Ok(())
+    // Few entries: safetensors writes a map's entries in hash order, and the file bytes are
+    // reproducible only with one (a native checkpoint has one).
+    let mut metadata = std::collections::HashMap::from([(
+        "cace-net.keys".to_string(),
+        serde_json::to_string(&keys)?,
+    )]);
+    if let Some((name, value)) = extra {
+        metadata.insert(name.to_string(), value);
+    }
+    Ok(safetensors::serialize(views, Some(metadata))?)
 }
 
 /// Reads a native checkpoint; tensors come back in the order they were written.
@@ -77,14 +86,20 @@ pub fn read(path: &Path) -> Result<(StateDict, ModelConfig)> {
             weights.display()
         )
     })?;
-    let st = SafeTensors::deserialize(&bytes).with_context(|| {
+    Ok((from_safetensors(&bytes, &weights)?, config))
+}
+
+/// The state dict in safetensors `bytes` read from `weights` (named in errors), in the order
+/// it was written.
+pub fn from_safetensors(bytes: &[u8], weights: &Path) -> Result<StateDict> {
+    let st = SafeTensors::deserialize(bytes).with_context(|| {
         format!(
             "{}: not a valid safetensors file (truncated?)",
             weights.display()
         )
     })?;
     let mut named: Vec<(String, TensorView<'_>)> = st.tensors();
-    let (_, header) = SafeTensors::read_metadata(&bytes)?;
+    let (_, header) = SafeTensors::read_metadata(bytes)?;
     let order: Vec<String> = header
         .metadata()
         .as_ref()
@@ -119,5 +134,5 @@ pub fn read(path: &Path) -> Result<(StateDict, ModelConfig)> {
             },
         ));
     }
-    Ok((sd, config))
+    Ok(sd)
 }

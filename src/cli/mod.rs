@@ -7,6 +7,7 @@ mod demo;
 mod eval;
 mod extract;
 mod figures;
+mod finetune;
 mod import;
 mod info;
 mod predict;
@@ -43,6 +44,9 @@ enum Command {
     Synth(synth::Args),
     /// Train CACE-Net with the official objective and schedule (honest and official protocols).
     Train(train::Args),
+    /// Fine-tune the image encoder on videos with the audio-visual InfoNCE loss (paper §3.4,
+    /// Tables 3 and S5); writes an encoder `cace extract --weights` reads.
+    Finetune(finetune::Args),
     /// Evaluate a checkpoint: accuracy, event/background accuracy, per class, confusion.
     Eval(eval::Args),
     /// Measure training-step, evaluation and latency times and peak memory.
@@ -68,6 +72,7 @@ pub fn run() -> Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Finetune(a) => finetune::run(a),
         Command::Ablate(a) => ablate::run(a),
         Command::Profile(a) => profile::run(a),
         Command::Figures(a) => figures::run(a),

@@ -98,6 +98,20 @@ impl Preprocess {
         Ok(normalise(&hwc))
     }
 
+    /// The resized and cropped frame as 8-bit pixels, `[224, 224, 3]`, rounded as PIL's 8-bit
+    /// resize leaves them (torchvision transforms on a PIL image); [`normalise`] finishes it.
+    pub fn crop_u8(self, frame: &RgbFrame) -> Result<Vec<u8>> {
+        check_frame(frame)?;
+        let g = self.geometry(frame.height, frame.width);
+        let rows = g.crop_top..g.crop_top + INPUT_SIZE;
+        let cols = g.crop_left..g.crop_left + INPUT_SIZE;
+        let hwc = resize_window(frame, g.resize, rows, cols);
+        Ok(hwc
+            .iter()
+            .map(|&v| v.round().clamp(0.0, 255.0) as u8)
+            .collect())
+    }
+
     /// Frames as one batch `[N, 3, 224, 224]`.
     pub fn batch(self, frames: &[RgbFrame], device: &Device) -> Result<Tensor<4>> {
         let mut data = Vec::with_capacity(frames.len() * 3 * INPUT_SIZE * INPUT_SIZE);
@@ -239,12 +253,14 @@ fn aa_taps(in_size: usize, out_size: usize, range: Range<usize>) -> Vec<Taps> {
 
 /// `[224, 224, 3]` values in [0, 255] → `[3, 224, 224]` with `(v / 255 - mean) / std`, the same
 /// f32 operations as `x / 255` followed by torchvision's `F.normalize`.
-fn normalise(hwc: &[f32]) -> Vec<f32> {
+/// `[224, 224, 3]` pixels in [0, 255] (8-bit or float) → the normalised network input
+/// `[3, 224, 224]`.
+pub fn normalise<P: Copy + Into<f32>>(hwc: &[P]) -> Vec<f32> {
     let plane = INPUT_SIZE * INPUT_SIZE;
     let mut chw = vec![0.0f32; 3 * plane];
     for (p, px) in hwc.chunks_exact(3).enumerate() {
         for c in 0..3 {
-            chw[c * plane + p] = (px[c] / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+            chw[c * plane + p] = (px[c].into() / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
         }
     }
     chw

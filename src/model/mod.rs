@@ -1,6 +1,7 @@
 //! CACE-Net, the supervised model (`supv_main_model`), forward pass in the order of
 //! REFERENCE §2.3. Tensors are batch-first throughout; shapes are given at every step.
 
+pub mod batch_norm;
 pub mod coguide;
 pub mod dropout;
 pub mod head;

@@ -11,14 +11,15 @@
 //! `H` has no useful derivative; training uses the surrogate `∂spike/∂u = max(0, α − α²|u|)`
 //! (BrainCog `QGateGrad`, α = 2): a triangle `2 − 4|u|` on `|u| ≤ 1/α`, zero outside.
 
-use burn::module::{Module, Param, RunningState};
+use burn::module::Module;
 use burn::nn::Linear;
 
 use super::dropout::Dropout;
 use burn::tensor::{Device, Tensor};
 
+use super::batch_norm::BatchNorm;
 use super::nn::{dropout, linear};
-use super::state::{HasState, Layout, Prefix, StateVisitor};
+use super::state::{HasState, Prefix, StateVisitor};
 
 /// Simulation steps per segment.
 pub const STEPS: usize = 15;
@@ -44,79 +45,6 @@ pub fn spike(u: Tensor<2>) -> Tensor<2> {
     heaviside + (s.clone() - s.detach())
 }
 
-/// `nn.BatchNorm1d(h)` over `[N, h]` rows with PyTorch's running statistics: momentum 0.1,
-/// eps 1e-5, and the *unbiased* batch variance in the running variance (burn's own layer
-/// keeps the biased one).
-#[derive(Module, Debug)]
-pub struct BatchNorm1d {
-    pub weight: Param<Tensor<1>>,
-    pub bias: Param<Tensor<1>>,
-    pub running_mean: RunningState<Tensor<1>>,
-    pub running_var: RunningState<Tensor<1>>,
-}
-
-impl BatchNorm1d {
-    pub fn new(h: usize, device: &Device) -> Self {
-        Self {
-            weight: Param::from_tensor(Tensor::ones([h], device)),
-            bias: Param::from_tensor(Tensor::zeros([h], device)),
-            running_mean: RunningState::new(Tensor::zeros([h], device)),
-            running_var: RunningState::new(Tensor::ones([h], device)),
-        }
-    }
-
-    /// `[N, h]` → `[N, h]`; training (autodiff device) normalises with the batch statistics
-    /// and updates the running ones, evaluation uses the running ones.
-    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let device = x.device();
-        if device.is_autodiff() {
-            let n = x.dims()[0] as f64;
-            let r =
-                burn::tensor::module::batch_norm_train(x, self.weight.val(), self.bias.val(), 1e-5);
-            let m = 0.1;
-            let mean = self
-                .running_mean
-                .value_sync()
-                .mul_scalar(1.0 - m)
-                .add(r.mean.detach().mul_scalar(m));
-            let unbiased = r.variance.detach().mul_scalar(n / (n - 1.0).max(1.0));
-            let var = self
-                .running_var
-                .value_sync()
-                .mul_scalar(1.0 - m)
-                .add(unbiased.mul_scalar(m));
-            self.running_mean.update(mean.detach());
-            self.running_var.update(var.detach());
-            r.output
-        } else {
-            burn::tensor::module::batch_norm(
-                x,
-                self.weight.val(),
-                self.bias.val(),
-                self.running_mean.value(),
-                self.running_var.value(),
-                1e-5,
-            )
-        }
-    }
-}
-
-impl HasState for BatchNorm1d {
-    fn visit_state<V: StateVisitor>(&mut self, at: &Prefix, v: &mut V) {
-        v.visit(&at.key("weight"), at.used, &mut self.weight, Layout::Same);
-        v.visit(&at.key("bias"), at.used, &mut self.bias, Layout::Same);
-        // Buffers: visited as parameters without gradient (stored, loaded, never trained).
-        for (name, state) in [
-            ("running_mean", &mut self.running_mean),
-            ("running_var", &mut self.running_var),
-        ] {
-            let mut p = Param::from_tensor(state.value_sync()).set_require_grad(false);
-            v.visit(&at.key(name), false, &mut p, Layout::Same);
-            *state = RunningState::new(p.val());
-        }
-    }
-}
-
 /// One LIF layer, `[B, T, C]` → `[B, T, h]` firing rates in `{0, 1/15, …, 1}`.
 #[derive(Module, Debug)]
 pub struct SpikingEncoder {
@@ -124,7 +52,7 @@ pub struct SpikingEncoder {
     pub fc: Linear,
     pub drop: Dropout,
     /// `fc.2`.
-    pub bn: BatchNorm1d,
+    pub bn: BatchNorm,
 }
 
 impl SpikingEncoder {
@@ -132,7 +60,7 @@ impl SpikingEncoder {
         Self {
             fc: linear(d_in, hidden, device),
             drop: dropout(DROPOUT),
-            bn: BatchNorm1d::new(hidden, device),
+            bn: BatchNorm::new(hidden, device),
         }
     }
 
@@ -174,6 +102,7 @@ impl HasState for SpikingEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::module::Param;
 
     fn vals(t: Tensor<2>) -> Vec<f32> {
         crate::to_vec(t)
