@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(golden_absent)");
+    // Set by `cargo fuzz` (fuzz/); src/lib.rs keeps the system allocator under it.
+    println!("cargo::rustc-check-cfg=cfg(fuzzing)");
     println!("cargo::rerun-if-env-changed=CACE_GOLDEN_DIR");
     let dir = std::env::var_os("CACE_GOLDEN_DIR")
         .map(PathBuf::from)

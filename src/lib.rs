@@ -41,6 +41,11 @@ pub fn to_vec<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
 /// times per step. glibc returns them to the OS each time and the kernel then zeroes fresh
 /// pages on every use: a third of a training step went to page faults. mimalloc, told never to
 /// purge freed memory ([`init_runtime`]), reuses it instead.
+///
+/// Not under `cargo fuzz` (which sets `cfg(fuzzing)`): there the system allocator lets the
+/// sanitizer's malloc hooks see every allocation, so libFuzzer reports a single huge one
+/// (`-malloc_limit_mb`) instead of mimalloc reserving it unseen.
+#[cfg(not(fuzzing))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -12,7 +12,7 @@
 
 mod ave;
 mod config;
-mod optimizer_io;
+pub mod optimizer_io;
 mod report;
 pub mod run_dir;
 pub mod run_loop;
