@@ -78,6 +78,7 @@ pub fn run(a: Args) -> Result<()> {
         resume: a.resume,
         device: a.device.get()?,
         verbose: true,
+        backbone: None,
     })?;
     println!(
         "fine-tuned {epochs} epochs; encoder: {} (cace extract --weights {} with cnn14.pth or vggish.pth beside it)",

@@ -50,6 +50,8 @@ pub struct FinetuneOptions {
     pub resume: bool,
     pub device: Device,
     pub verbose: bool,
+    /// Other widths than the real encoder's (tests use slim ones with the real layout).
+    pub backbone: Option<BackboneConfig>,
 }
 
 /// Fine-tunes; returns the number of epochs run.
@@ -66,7 +68,11 @@ pub fn finetune(opts: &FinetuneOptions) -> Result<usize> {
         hidden_dim: cfg.hidden_dim,
         tau: cfg.tau,
         audio_dim: train[0].audio.len() / crate::T,
-        ..ClipConfig::new(BackboneConfig::real(cfg.encoder))
+        ..ClipConfig::new(
+            opts.backbone
+                .clone()
+                .unwrap_or_else(|| BackboneConfig::real(cfg.encoder)),
+        )
     };
     let mut model = clip_config.init(&device);
     let mut sgd = Sgd::new(cfg.sgd.clone());
