@@ -36,12 +36,12 @@ pub struct BenchResult {
     pub batch_assembly_ms: f64,
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+pub fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
     xs[xs.len() / 2]
 }
 
-fn time<F: FnMut()>(warmup: usize, reps: usize, mut f: F) -> f64 {
+pub fn time<F: FnMut()>(warmup: usize, reps: usize, mut f: F) -> f64 {
     for _ in 0..warmup {
         f();
     }

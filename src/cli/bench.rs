@@ -12,10 +12,29 @@ pub struct Args {
     /// Timed repetitions per measurement (the median is reported).
     #[arg(long, default_value_t = 5)]
     reps: usize,
+    /// Measure a fine-tuning step of this encoder instead (`cace finetune`).
+    #[arg(long, value_enum)]
+    finetune: Option<cace_net::finetune::backbone::BackboneKind>,
+    /// Videos per fine-tuning share (with --finetune).
+    #[arg(long, default_value_t = 2)]
+    local_batch: usize,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let device = a.device.get()?;
+    if let Some(kind) = a.finetune {
+        let r = cace_net::finetune::bench::run(kind, a.local_batch.max(2), a.reps.max(1), &device);
+        if a.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "fine-tuning {:?}, {} videos × 10 frames per share, {} threads: step {:.0} ms \
+                 ({:.0} ms per video), eval forward {:.0} ms, peak RSS {:.0} MB",
+                r.encoder, r.videos, r.threads, r.step_ms, r.ms_per_video, r.eval_ms, r.peak_rss_mb
+            );
+        }
+        return Ok(());
+    }
     let r = bench::run(&device, a.reps.max(1));
     if a.json {
         println!("{}", serde_json::to_string(&r)?);

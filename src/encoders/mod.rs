@@ -9,6 +9,7 @@
 //! have, read with [`crate::checkpoint::pth`]; [`weights::Weights`] gives each encoder its tensors
 //! by key with shape checks, so a wrong file fails naming the file and the first bad key.
 
+pub mod backbone;
 pub mod cnn14;
 pub mod decode;
 pub mod fft;
@@ -17,6 +18,7 @@ pub mod logmel;
 pub mod registry;
 pub mod resnet50;
 pub mod vgg19;
+pub mod vgg19bn;
 pub mod vggish;
 pub mod weights;
 

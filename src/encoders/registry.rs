@@ -8,9 +8,13 @@
 //! | `vgg` | `vggish.pth` | the `torchvggish` port's state dict (`vggish-10086976.pth`) | `[128]` |
 //! | `resnet-cnn14` | `resnet50.pth` | torchvision ResNet50 IMAGENET1K_V2 (`resnet50-11ad3fa6.pth`) | `layer4` `[7,7,2048]` |
 //! | `resnet-cnn14` | `cnn14.pth` | PANNs `Cnn14_mAP=0.431.pth` (dict with the state dict under `model`) | `[2048]` |
+//! | `vgg19bn-vggish` | `vgg19_bn.pth` | torchvision VGG19-BN ImageNet (`vgg19_bn-c79401a0.pth`), or `cace finetune --encoder vgg19-bn`'s | `[7,7,512]` |
+//! | `vgg19bn-vggish` | `vggish.pth` | as for `vgg` | `[128]` |
 //!
 //! `vgg` gives the standard AVE features (`[N,10,7,7,512]` + `[N,10,128]`), `resnet-cnn14` the
-//! paper's "efficient encoders" (`[N,10,7,7,2048]` + `[N,10,2048]`).
+//! paper's "efficient encoders" (`[N,10,7,7,2048]` + `[N,10,2048]`), `vgg19bn-vggish` the VGG19
+//! rows of Table S5 (the network the published fine-tuning code trains). A fine-tuned
+//! `resnet50.pth` (`cace finetune --encoder resnet50`) is read by `resnet-cnn14` as it is.
 
 use std::path::Path;
 
@@ -30,10 +34,17 @@ pub enum EncoderKind {
     /// ResNet50 `layer4` maps + PANNs Cnn14 embeddings (the paper's efficient encoders).
     #[value(name = "resnet-cnn14")]
     ResnetCnn14,
+    /// VGG19-BN `features` maps + VGGish embeddings (Table S5's VGG19 rows, fine-tunable).
+    #[value(name = "vgg19bn-vggish")]
+    Vgg19BnVggish,
 }
 
 /// Where users get each weight file (shown when one is missing).
-const SOURCES: [(&str, &str); 4] = [
+const SOURCES: [(&str, &str); 5] = [
+    (
+        "vgg19_bn.pth",
+        "torchvision's VGG19-BN ImageNet weights: https://download.pytorch.org/models/vgg19_bn-c79401a0.pth, or the output of cace finetune --encoder vgg19-bn",
+    ),
     (
         "vgg19.pth",
         "torchvision's VGG19 ImageNet weights: https://download.pytorch.org/models/vgg19-dcbbd1f0.pth",
@@ -58,6 +69,7 @@ impl EncoderKind {
         match self {
             EncoderKind::Vgg => "vgg",
             EncoderKind::ResnetCnn14 => "resnet-cnn14",
+            EncoderKind::Vgg19BnVggish => "vgg19bn-vggish",
         }
     }
 
@@ -66,6 +78,7 @@ impl EncoderKind {
         match self {
             EncoderKind::Vgg => ("vgg19.pth", "vggish.pth"),
             EncoderKind::ResnetCnn14 => ("resnet50.pth", "cnn14.pth"),
+            EncoderKind::Vgg19BnVggish => ("vgg19_bn.pth", "vggish.pth"),
         }
     }
 
@@ -75,13 +88,14 @@ impl EncoderKind {
         match self {
             EncoderKind::Vgg => ("vgg19", "vggish"),
             EncoderKind::ResnetCnn14 => ("resnet50", "cnn14"),
+            EncoderKind::Vgg19BnVggish => ("vgg19_bn", "vggish"),
         }
     }
 
     /// Channels of the visual map and width of the audio embedding.
     pub fn dims(self) -> (usize, usize) {
         match self {
-            EncoderKind::Vgg => (512, 128),
+            EncoderKind::Vgg | EncoderKind::Vgg19BnVggish => (512, 128),
             EncoderKind::ResnetCnn14 => (2048, 2048),
         }
     }
@@ -89,7 +103,7 @@ impl EncoderKind {
     /// Sample rate the audio encoder expects.
     pub fn sample_rate(self) -> u32 {
         match self {
-            EncoderKind::Vgg => 16_000,
+            EncoderKind::Vgg | EncoderKind::Vgg19BnVggish => 16_000,
             EncoderKind::ResnetCnn14 => 32_000,
         }
     }
@@ -152,6 +166,10 @@ pub fn load_encoders(
         EncoderKind::ResnetCnn14 => (
             Box::new(super::resnet50::load(&frame_path, device, false)?),
             Box::new(super::cnn14::load(&audio_path, device)?),
+        ),
+        EncoderKind::Vgg19BnVggish => (
+            Box::new(super::vgg19bn::load(&frame_path, device)?),
+            Box::new(super::vggish::load(&audio_path, device)?),
         ),
     })
 }

@@ -10,7 +10,7 @@
 //! atomic `last/`, `--resume`; the fine-tuned encoder is written as `RUN/resnet50.pth` (or
 //! `vgg19_bn.pth`), which `cace extract --weights` reads, and `RUN/I_state_dict.pth.tar`.
 
-pub mod backbone;
+pub use crate::encoders::backbone;
 pub mod clip;
 pub mod config;
 pub mod data;
@@ -85,7 +85,7 @@ pub fn finetune(opts: &FinetuneOptions) -> Result<usize> {
         None => {
             let file = opts.weights.join(cfg.encoder.weights_file());
             let tracked =
-                weights::load_backbone(&mut model.encoder_i, cfg.encoder, &file, &device)?;
+                backbone::load_backbone(&mut model.encoder_i, cfg.encoder, &file, &device)?;
             run.start(cfg)?;
             (RunState::default(), tracked)
         }
@@ -279,3 +279,4 @@ fn curves(run: &Path, history: &[FinetuneLog]) -> Result<()> {
         None,
     )
 }
+pub mod bench;

@@ -1,4 +1,5 @@
-//! The image encoders of the fine-tuning (REFERENCE §6.3) as trainable burn modules:
+//! The image encoders as trainable burn modules, for the fine-tuning (REFERENCE §6.3) and the
+//! VGG19-BN features of Table S5:
 //! torchvision's VGG19-BN (`features` + the 7×7 adaptive average pool) and ResNet-50 up to
 //! `layer4`, with BatchNorm in PyTorch's training mode ([`BatchNorm`]). The inference encoders
 //! in `encoders/` fold BatchNorm into the convolutions; these keep it, so that it can train.
@@ -14,10 +15,14 @@ use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::encoders::resnet50::{EXPANSION, ResNet50Config};
-use crate::encoders::vgg19::{CONVS_PER_BLOCK, Vgg19Config};
+use super::resnet50::{EXPANSION, ResNet50Config};
+use super::vgg19::{CONVS_PER_BLOCK, Vgg19Config};
+use crate::checkpoint::{StateDict, StoredTensor, load_state_dict, pth};
 use crate::model::batch_norm::BatchNorm;
+use crate::model::state::ParamList;
 use crate::model::state::{HasState, Layout, Prefix, StateVisitor};
+use anyhow::{Context, Result, bail};
+use std::path::Path;
 
 /// Which image encoder is fine-tuned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -355,6 +360,62 @@ pub fn torchvision_key(kind: BackboneKind, key: &str) -> Option<String> {
         _ => return None,
     };
     Some(format!("{top}.{rest}"))
+}
+
+/// Reads encoder weights into `backbone`. Accepts torchvision's keys (`conv1.weight`,
+/// `features.0.weight`) or the official `Sequential` ones (`0.weight`), optionally under
+/// `module.` and/or `encoder_I.`, plain or wrapped (`I_state_dict`, `state_dict`, `model`).
+/// Keys of other heads (`fc.*`, `classifier.*`) are ignored; every tensor the encoder needs must
+/// be there with its shape. Returns BatchNorm's `num_batches_tracked` (0 if absent).
+pub fn load_backbone(
+    backbone: &mut Backbone,
+    kind: BackboneKind,
+    path: &Path,
+    device: &Device,
+) -> Result<u64> {
+    if !path.is_file() {
+        bail!("encoder weights {}: file not found", path.display());
+    }
+    let wanted: std::collections::HashSet<String> = ParamList::of(backbone)
+        .entries
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    let mut tracked = 0;
+    let mut sd = StateDict::default();
+    for (key, t) in pth::read_state_dict(path)? {
+        let key = torchvision_name(kind, &key, &wanted);
+        if key.ends_with(".num_batches_tracked") {
+            tracked = t.data.first().copied().unwrap_or(0.0) as u64;
+        } else if wanted.contains(&key) {
+            let (shape, data) = (t.shape, t.data);
+            sd.entries.push((key, StoredTensor { shape, data }));
+        }
+    }
+    load_state_dict(backbone, sd, device, path).with_context(|| {
+        format!(
+            "loading {kind:?} weights (torchvision `{}` layout)",
+            kind.weights_file()
+        )
+    })?;
+    Ok(tracked)
+}
+
+/// `key` under torchvision's name: prefixes dropped, a `Sequential` index mapped.
+fn torchvision_name(
+    kind: BackboneKind,
+    key: &str,
+    wanted: &std::collections::HashSet<String>,
+) -> String {
+    let mut k = key;
+    for prefix in ["module.", "encoder_I."] {
+        k = k.strip_prefix(prefix).unwrap_or(k);
+    }
+    let running_var = format!("{}.running_var", k.trim_end_matches(".num_batches_tracked"));
+    if wanted.contains(k) || wanted.contains(&running_var) {
+        return k.to_string();
+    }
+    torchvision_key(kind, k).unwrap_or_else(|| k.to_string())
 }
 
 #[cfg(test)]
