@@ -31,9 +31,13 @@ pub struct Row {
     pub paper: f64,
     /// The change to the published config; `None` = cannot run on these features.
     pub apply: Option<fn(&mut TrainConfig)>,
+    /// Tables 3 and S5 compare features, not configs: the row trains the published config on
+    /// `DATA/<features>` (visual/audio widths taken from the folder); a row whose folder is
+    /// absent is not run.
+    pub features: Option<&'static str>,
 }
 
-pub const TABLES: [&str; 6] = ["1", "2", "4", "S1", "S2", "S4"];
+pub const TABLES: [&str; 8] = ["1", "2", "3", "4", "S1", "S2", "S4", "S5"];
 
 fn no_bece(c: &mut TrainConfig) {
     c.model.contrastive = false;
@@ -44,10 +48,12 @@ pub fn rows(table: &str) -> Result<Vec<Row>> {
     Ok(match table.to_ascii_uppercase().as_str() {
         "1" => table_1(),
         "2" => table_2(),
+        "3" => table_3(),
         "4" => table_4(),
         "S1" => table_s1(),
         "S2" => table_s2(),
         "S4" => table_s4(),
+        "S5" => table_s5(),
         other => bail!(
             "unknown table `{other}`: choose one of {}",
             TABLES.join(", ")
@@ -62,7 +68,55 @@ fn r(slug: &'static str, label: &'static str, paper: f64, apply: fn(&mut TrainCo
         label,
         paper,
         apply: Some(apply),
+        features: None,
     }
+}
+
+/// A row of Table 3 or S5: the published config on the features in `DATA/<folder>`.
+fn f(folder: &'static str, label: &'static str, paper: f64) -> Row {
+    Row {
+        slug: folder,
+        label,
+        paper,
+        apply: Some(|_| {}),
+        features: Some(folder),
+    }
+}
+
+/// Table 3: more efficient encoders and fine-tuning. `DATA/vgg19-vggish` (`cace extract
+/// --encoders vgg`, or the AVE features), `DATA/resnet50-cnn14` (`--encoders resnet-cnn14`
+/// with torchvision's ResNet-50) and `DATA/resnet50ft-cnn14` (the same with the `resnet50.pth`
+/// of `cace finetune --encoder resnet50`), each with the AVE labels and splits (README).
+fn table_3() -> Vec<Row> {
+    vec![
+        f(
+            "vgg19-vggish",
+            "w/o more efficient encoders (VGG19 + VGGish)",
+            80.80,
+        ),
+        f(
+            "resnet50-cnn14",
+            "with more efficient encoders (ResNet50 + Cnn14)",
+            81.56,
+        ),
+        f(
+            "resnet50ft-cnn14",
+            "with more efficient encoders + fine-tuning",
+            82.36,
+        ),
+    ]
+}
+
+/// Table S5: fine-tuning each visual encoder. The VGG19 rows use VGG19-BN, the network the
+/// published fine-tuning code trains (`--encoders vgg19bn-vggish`, pretrained and fine-tuned
+/// `vgg19_bn.pth`).
+fn table_s5() -> Vec<Row> {
+    vec![
+        f("vgg19bn-vggish", "VGG19(-BN) w/o fine-tuning", 79.65),
+        f("vgg19bnft-vggish", "VGG19(-BN) w/ fine-tuning", 80.05),
+        f("resnet50-cnn14", "ResNet50 w/o fine-tuning", 81.56),
+        f("resnet50ft-cnn14", "ResNet50 w/ fine-tuning", 82.36),
+    ]
 }
 
 /// Table 1: which modality guides the attention (AVCA), without BECE.
@@ -138,6 +192,7 @@ fn table_4() -> Vec<Row> {
             label: "+ AVCA, + BECE, + efficient encoders (needs ResNet50/Cnn14 features)",
             paper: 82.36,
             apply: None,
+            features: None,
         },
     ]
 }
@@ -258,8 +313,19 @@ fn run_one(opts: &AblateOptions, row: &Row, seed: u64, verbose: bool) -> Result<
         ..opts.base.clone()
     };
     (row.apply.expect("runnable row"))(&mut config);
+    let data = match row.features {
+        Some(folder) => {
+            let data = opts.data.join(folder);
+            let ave = crate::data::ave::AveDir::open(&data)?;
+            config.model.visual_dim = ave.visual_dim();
+            config.model.audio_dim = ave.audio_dim();
+            config.model.audio_fc = ave.audio_dim() != 128;
+            data
+        }
+        None => opts.data.clone(),
+    };
     train::train(&RunOptions {
-        data: opts.data.clone(),
+        data,
         out: dir,
         config,
         resume: true,
@@ -270,14 +336,36 @@ fn run_one(opts: &AblateOptions, row: &Row, seed: u64, verbose: bool) -> Result<
 
 /// Runs every row × seed (skipping finished ones), then writes `table.md` and `table.json`.
 pub fn run(opts: &AblateOptions) -> Result<TableResult> {
-    let rows = rows(&opts.table)?;
+    let mut rows = rows(&opts.table)?;
     if opts.seeds.is_empty() {
         bail!("no seeds given");
     }
+    for row in rows.iter_mut() {
+        if let Some(folder) = row.features.filter(|f| !opts.data.join(f).is_dir()) {
+            eprintln!(
+                "row `{}`: {} not found, not run",
+                row.slug,
+                opts.data.join(folder).display()
+            );
+            row.apply = None;
+        }
+    }
+    if rows.iter().all(|r| r.apply.is_none()) {
+        bail!(
+            "no row of table {} can run on {}{}",
+            opts.table,
+            opts.data.display(),
+            if rows.iter().any(|r| r.features.is_some()) {
+                " (it should hold one folder of features per row, README: Tables 3 and S5)"
+            } else {
+                ""
+            }
+        );
+    }
     fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
     let started = std::time::Instant::now();
-    // Rows with the same config (Table S4's σ = 0.1 and λ1 = 1.0 are both the published
-    // model) are trained once and share their reports.
+    // Rows with the same config and data (Table S4's σ = 0.1 and λ1 = 1.0 are both the
+    // published model) are trained once and share their reports.
     let first_with = first_with_same_config(&opts.base, &rows);
     let jobs: Vec<(usize, u64)> = (0..rows.len())
         .filter(|&i| rows[i].apply.is_some() && first_with[i] == i)
@@ -313,7 +401,8 @@ fn first_with_same_config(base: &TrainConfig, rows: &[Row]) -> Vec<usize> {
             r.apply.map(|apply| {
                 let mut c = base.clone();
                 apply(&mut c);
-                serde_json::to_string(&c).expect("config serialises")
+                let config = serde_json::to_string(&c).expect("config serialises");
+                format!("{config} on {:?}", r.features)
             })
         })
         .collect();
@@ -427,7 +516,7 @@ mod tests {
                 let mut c = TrainConfig::default();
                 apply(&mut c);
                 c.validate().unwrap();
-                let json = serde_json::to_string(&c).unwrap();
+                let json = format!("{} {:?}", serde_json::to_string(&c).unwrap(), row.features);
                 // Only Table S4 repeats the published model (in its sub-tables a and b).
                 let repeat_ok = t == "S4" && row.slug == "weight-1";
                 assert!(

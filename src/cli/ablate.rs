@@ -8,7 +8,7 @@ use super::train::load_config;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Table of the paper: 1, 2, 4, S1, S2 or S4.
+    /// Table of the paper: 1, 2, 3, 4, S1, S2, S4 or S5 (3 and S5 compare features: DATA holds one folder per row, README).
     #[arg(long)]
     table: String,
     /// Dataset directory in the AVE layout.
