@@ -45,12 +45,20 @@ impl FrameCache {
     ) -> Result<Vec<(String, String)>> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
+        let cached = |v: &Video| {
+            std::fs::metadata(self.file(&v.id)).is_ok_and(|m| m.len() == VIDEO_BYTES as u64)
+        };
+        if !crate::encoders::decode::available() && !videos.iter().all(cached) {
+            bail!("{}", crate::encoders::decode::NOT_BUILT);
+        }
         let failures = videos
             .par_iter()
             .filter_map(|v| {
-                let file = self.file(&v.id);
-                let done = std::fs::metadata(&file).is_ok_and(|m| m.len() == VIDEO_BYTES as u64);
-                let result = if done { Ok(()) } else { self.dump(v, &file) };
+                let result = if cached(v) {
+                    Ok(())
+                } else {
+                    self.dump(v, &self.file(&v.id))
+                };
                 if let Some(bar) = bar {
                     bar.inc(1);
                 }
