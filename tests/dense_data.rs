@@ -1,7 +1,7 @@
 //! UnAV-100 data layer against the official loader (`tools/make_dense_data_golden.py` wrote
 //! `tests/fixtures/dense/`): items in evaluation and training mode (the recorded
-//! `random.randint` calls replayed, and CPython's generator reseeded), and named errors on
-//! broken copies of the fixture.
+//! `random.randint` calls replayed, and CPython's generator reseeded), named errors on broken
+//! copies of the fixture, and the synthetic generator read back through the loader.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +9,7 @@ use cace_net::dense::data::features::{Matrix, read_npy, write_npy};
 use cace_net::dense::data::pyrandom::PyRandom;
 use cace_net::dense::data::truncate::RandInt;
 use cace_net::dense::data::{DenseDataConfig, DenseDataError, UnavDataset, UnavPaths};
+use cace_net::dense::synth::{self, UnavSynthConfig};
 use serde_json::Value;
 
 fn fixture() -> PathBuf {
@@ -303,4 +304,141 @@ fn default_fps_off_needs_the_file_fps() {
         open(&root, &["test"]).is_ok(),
         "default_fps 25 ignores the file's fps"
     );
+}
+
+fn tiny_synth() -> UnavSynthConfig {
+    UnavSynthConfig {
+        videos: 8,
+        seed: 3,
+        classes: 5,
+        rgb_dim: 8,
+        flow_dim: 8,
+        audio_dim: 8,
+        noise: 0.2,
+        ..UnavSynthConfig::default()
+    }
+}
+
+#[test]
+fn synthetic_set_loads_and_its_boundaries_match_the_features() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tiny_synth();
+    let s = synth::generate(tmp.path(), &cfg).unwrap();
+    assert_eq!((s.videos, s.train, s.validation, s.test), (8, 6, 1, 1));
+    assert!(s.overlapping > 0, "some events overlap: {s:?}");
+    let dcfg = DenseDataConfig {
+        rgb_dim: 8,
+        flow_dim: 8,
+        audio_dim: 8,
+        ..DenseDataConfig::default()
+    };
+    let ds = UnavDataset::open(
+        UnavPaths::in_dir(tmp.path()).unwrap(),
+        &["train", "validation", "test"],
+        dcfg,
+    )
+    .unwrap();
+    assert_eq!(ds.len(), 8);
+    let protos = synth::Prototypes::new(&cfg);
+    let planned = synth::plan_videos(&cfg);
+    for (i, v) in ds.videos.iter().enumerate() {
+        let item = ds.item(i).unwrap();
+        assert_eq!(item.feats.len(), synth::snippet_count(&cfg, v.duration));
+        assert_eq!(v.segments.len(), planned[i].events.len());
+        for t in 0..item.feats.len() {
+            for c in 0..cfg.classes {
+                // On the feature grid: an event covers snippet t iff start <= t <= end.
+                let mine = || {
+                    item.segments
+                        .iter()
+                        .zip(&item.labels)
+                        .filter(move |(_, l)| **l == c as i64)
+                };
+                let tf = t as f32;
+                if mine().any(|(s, _)| (s[0] - tf).abs() < 1e-3 || (s[1] - tf).abs() < 1e-3) {
+                    continue; // on a boundary: f32 rounding may put it either side
+                }
+                let inside = mine().any(|(s, _)| s[0] <= tf && tf <= s[1]);
+                let proj = |m: &Matrix, p: &[f32]| {
+                    (0..m.rows)
+                        .map(|r| m.data[r * m.cols + t] * p[r])
+                        .sum::<f32>()
+                };
+                let (pv, pa) = (
+                    proj(&item.feats.visual, &protos.visual[c]),
+                    proj(&item.feats.audio, &protos.audio[c]),
+                );
+                assert_eq!(
+                    pv > 1.2,
+                    inside,
+                    "video {i} snippet {t} class {c}: visual {pv}"
+                );
+                assert_eq!(
+                    pa > 1.2,
+                    inside,
+                    "video {i} snippet {t} class {c}: audio {pa}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn synthetic_set_is_deterministic_and_refuses_to_overwrite() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    synth::generate(a.path(), &tiny_synth()).unwrap();
+    synth::generate(b.path(), &tiny_synth()).unwrap();
+    for f in [
+        "annotations/unav100_annotations.json",
+        "av_features/synth_00003_flow.npy",
+        "av_features/synth_00007_vggish.npy",
+    ] {
+        assert_eq!(
+            std::fs::read(a.path().join(f)).unwrap(),
+            std::fs::read(b.path().join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let e = message(synth::generate(a.path(), &tiny_synth()).unwrap_err());
+    assert!(e.contains("already exists"), "{e}");
+}
+
+#[test]
+fn cace_synth_kind_unav_writes_a_loadable_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("unav");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_cace"))
+        .args([
+            "synth",
+            "--kind",
+            "unav",
+            "--videos",
+            "4",
+            "--seed",
+            "1",
+            "--classes",
+            "3",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let said = String::from_utf8_lossy(&run.stdout);
+    assert!(said.contains("wrote 4 UnAV-layout videos"), "{said}");
+    let ds = UnavDataset::open(
+        UnavPaths::in_dir(&out).unwrap(),
+        &["train", "validation", "test"],
+        DenseDataConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(ds.len(), 4);
+    ds.check_features().unwrap();
+    assert!(ds.label_dict.iter().all(|(_, id)| (0..3).contains(id)));
+    let item = ds.item(0).unwrap();
+    assert_eq!((item.feats.visual.rows, item.feats.audio.rows), (2048, 128));
 }
