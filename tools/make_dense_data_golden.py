@@ -112,7 +112,22 @@ def item_record(d, key, tensors):
             "segments_dtype": str(seg.dtype) if seg is not None else None,
             "labels": [int(x) for x in d["labels"].tolist()] if d["labels"] is not None else None,
             "fps": float(d["fps"]), "duration": float(d["duration"]),
-            "feat_stride": int(d["feat_stride"]), "feat_num_frames": int(d["feat_num_frames"])}
+            "feat_stride": int(d["feat_stride"]), "feat_num_frames": int(d["feat_num_frames"]),
+            "targets": targets_record(d)}
+
+
+def targets_record(d):
+    """The per-point targets the official __getitem__ attaches (for the model's target
+    assignment, not read by tests/dense_data.rs): points per level as [count, lo, hi, stride]
+    (point i of a level sits at t = i * stride), and the non-zero entries of gt_cls_labels
+    [point, class] and gt_offsets [point, class, left, right] (class-aware), points numbered
+    across levels in order."""
+    levels = [[int(p.shape[0]), float(p[0, 1]), float(p[0, 2]), float(p[0, 3])] for p in d["points"]]
+    cls = d["gt_cls_labels"].nonzero().tolist()
+    off = d["gt_offsets"]
+    nz = (off != 0).any(dim=-1).nonzero().tolist()
+    return {"levels": levels, "cls": cls,
+            "offsets": [[i, c, float(off[i, c, 0]), float(off[i, c, 1])] for i, c in nz]}
 
 
 def main():
