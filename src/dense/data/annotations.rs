@@ -14,6 +14,8 @@
 //! given two ids or an id given two labels, an id outside `0..num_classes`, a segment with
 //! `end < start`, a negative start, an end past the duration, non-finite numbers, a duplicated
 //! video id, and missing or mistyped fields.
+//! The requested split names are lower-cased too (the official code lower-cases only the
+//! file's `subset`, so a split asked for as `Train` would match nothing there).
 
 use std::path::{Path, PathBuf};
 
