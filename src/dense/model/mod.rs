@@ -10,6 +10,9 @@
 //! 4. [`dependency`] block (if `use_dependency`);
 //! 5. [`heads`]: class logits `[B, T_l, C]` and offsets `[B, T_l, C, 2]` (class-aware) per level.
 //!
+//! Training: [`labels`] assigns targets to the points of [`points`], [`losses`] computes the
+//! focal and DIoU losses with their normaliser.
+//!
 //! There is no neck: the UnAV baseline feeds the backbone's pyramid straight to the heads.
 //! Everything runs as in the official evaluation mode (drop path is `scale · x`, dropout off).
 
@@ -17,6 +20,8 @@ pub mod backbone;
 pub mod blocks;
 pub mod dependency;
 pub mod heads;
+pub mod labels;
+pub mod losses;
 pub mod points;
 
 use anyhow::{Result, bail};
