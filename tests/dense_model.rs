@@ -338,3 +338,138 @@ fn padding_follows_the_official_preprocessing() {
     let err = points.points(70, false, &device).err().unwrap().to_string();
     assert!(err.contains("buffer"), "{err}");
 }
+
+/// Gradients of the official loss (class-aware targets for two videos, focal + DIoU, weight 1,
+/// normaliser 250 → EMA) with respect to every parameter, case a (padding = training padding).
+/// The official gradients come from eval mode (no drop path), so ours run with drop path off.
+/// Every key: the L2 norm within 1e-4 relative and the sum within 1e-4 · norm · √n; tensors of
+/// ≤ 128 elements (432 of 558) element-wise within 1e-4 of their largest magnitude (floor
+/// 1e-3 of the largest gradient norm, for tensors whose gradient is nearly zero).
+#[test]
+fn gradients_equal_official() {
+    use cace_net::dense::model::labels::label_points;
+    use cace_net::dense::model::losses::{LossNormalizer, dense_losses};
+    use cace_net::optim::KeyedGrads;
+
+    let device = common::device::test_device().autodiff();
+    let g = golden();
+    let mut model = g.model(&device);
+    model.set_drop_path_prob(0.0);
+    let batch = preprocess(&g.videos("a", &device), &g.config, true).unwrap();
+    let out = model.forward(&batch);
+
+    let points: Vec<f32> = g
+        .config
+        .point_generator()
+        .unwrap()
+        .points(0, true, &device)
+        .unwrap()
+        .into_iter()
+        .flat_map(to_vec)
+        .collect();
+    let (c, ft) = (g.config.num_classes, points.len() / 4);
+    let (mut cls_t, mut reg_t) = (Vec::new(), Vec::new());
+    for b in 0..2 {
+        let segs: Vec<[f32; 2]> = g
+            .get(&format!("grad.gt.{b}.segments"))
+            .1
+            .chunks_exact(2)
+            .map(|x| [x[0], x[1]])
+            .collect();
+        let labels: Vec<usize> = g
+            .get(&format!("grad.gt.{b}.labels"))
+            .1
+            .iter()
+            .map(|&x| x as usize)
+            .collect();
+        let t = label_points(&points, &segs, &labels, c, true);
+        cls_t.extend(t.cls);
+        reg_t.extend(t.reg);
+    }
+    let gt_cls = Tensor::from_data(TensorData::new(cls_t, [2, ft, c]), &device);
+    let gt_off = Tensor::from_data(TensorData::new(reg_t, [2, ft, c, 2]), &device);
+    let mut norm = LossNormalizer::new(250.0);
+    let losses = dense_losses(
+        &out.cls_logits,
+        &out.offsets,
+        &out.masks,
+        gt_cls,
+        gt_off,
+        &mut norm,
+        1.0,
+        0.0,
+    );
+    for (name, t) in [
+        ("cls", &losses.cls),
+        ("reg", &losses.reg),
+        ("final", &losses.total),
+    ] {
+        let want = &g.get(&format!("grad.loss.{name}")).1;
+        compare(&format!("{name} loss"), &to_vec(t.clone()), want, 1e-5);
+    }
+
+    let keyed = KeyedGrads::collect(&model, &losses.total.backward());
+    let norms = &g.get("grad.norm").1;
+    let sums = &g.get("grad.sum").1;
+    let top = norms.iter().fold(0f32, |m, &x| m.max(x)) as f64;
+    let (mut worst_norm, mut worst_elem, mut whole) = (0f64, 0f64, 0);
+    for (i, key) in g.keys.iter().enumerate() {
+        let n = g.get(key).1.len();
+        let ours = keyed
+            .get(key)
+            .map(|t| to_vec(t.clone()))
+            .unwrap_or(vec![0.0; n]);
+        let norm = ours.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+        let sum = ours.iter().map(|&x| x as f64).sum::<f64>();
+        let (want_norm, want_sum) = (norms[i] as f64, sums[i] as f64);
+        let e = (norm - want_norm).abs() / want_norm.max(1e-3 * top);
+        assert!(
+            e <= 1e-4,
+            "{key}: gradient norm {norm} vs official {want_norm}"
+        );
+        worst_norm = worst_norm.max(e);
+        let bound = 1e-4 * want_norm.max(1e-3 * top) * (n as f64).sqrt();
+        assert!(
+            (sum - want_sum).abs() <= bound,
+            "{key}: gradient sum {sum} vs official {want_sum}"
+        );
+        if let Some((_, want)) = g.tensors.get(&format!("grad.param.{key}")) {
+            let scale = want
+                .iter()
+                .fold(1e-3 * top, |m, &x| m.max((x as f64).abs()));
+            for (j, (&a, &b)) in ours.iter().zip(want).enumerate() {
+                let e = (a as f64 - b as f64).abs() / scale;
+                assert!(e <= 1e-4, "{key}[{j}]: gradient {a} vs official {b}");
+                worst_elem = worst_elem.max(e);
+            }
+            whole += 1;
+        }
+    }
+    eprintln!(
+        "gradients: worst norm error {worst_norm:.3e}, worst element error {worst_elem:.3e} \
+         over {whole} whole tensors"
+    );
+}
+
+/// Drop path (training = autodiff device): each sample's branch is either dropped or scaled by
+/// 1 / (1 − p); evaluation is `scale · x`.
+#[test]
+fn drop_path_is_per_sample_in_training_only() {
+    use cace_net::dense::model::blocks::AffineDropPath;
+    let device = common::device::test_device();
+    let dp = AffineDropPath::new(3, 0.5, &device);
+    let x = Tensor::<3>::ones([64, 3, 5], &device);
+    assert!(to_vec(dp.forward(x)).iter().all(|&v| v == 1e-4));
+
+    let device = device.autodiff();
+    let dp = AffineDropPath::new(3, 0.5, &device);
+    let out = to_vec(dp.forward(Tensor::<3>::ones([64, 3, 5], &device)));
+    let mut kept = 0;
+    for sample in out.chunks_exact(15) {
+        let v = sample[0];
+        assert!(sample.iter().all(|&s| s == v), "one decision per sample");
+        assert!(v == 0.0 || (v - 2e-4).abs() < 1e-9, "{v}");
+        kept += (v != 0.0) as usize;
+    }
+    assert!((10..=54).contains(&kept), "{kept} of 64 kept at p = 0.5");
+}

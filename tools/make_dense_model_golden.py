@@ -23,6 +23,11 @@ Saved tensors (float32 unless noted):
   `out.<case>.cls.<l>` [2, T_l, C], `out.<case>.off.<l>` [2, T_l, C, 2],
   `out.<case>.mask.<l>` (uint8 [2, T_l]);
   `out.<case>.points.<b>.<l>` [T_l(video b), 4] from the official point generator.
+Gradients (case a; its inference padding equals the training padding): the official class-aware
+targets (`label_points` on the training points) for `grad.gt.<b>.segments` / `.labels` and the
+official `losses` on the eval-mode outputs (`grad.loss.{cls,reg,final}`), back-propagated:
+`grad.norm` and `grad.sum` [558] (L2 norm and sum of each parameter's gradient, in key order)
+and `grad.param.<key>` for every parameter of at most 128 elements.
 Metadata: `config` (our `DenseModelConfig` JSON), `official_config` (the merged official
 config), `keys` (the state-dict order).
 """
@@ -77,6 +82,7 @@ def main():
     args = ap.parse_args()
 
     cfg_mod, make_meta_arch, PointGenerator = import_official(args.official)
+    from libs.datasets.unav100 import UnAV100Dataset
     cfg = cfg_mod.load_config(os.path.join(args.official, "configs/avel_unav100.yaml"))
     # Small widths (the config's own fields); everything else stays official.
     cfg["dataset"]["num_classes"] = 3
@@ -134,6 +140,47 @@ def main():
             pts = points_gen(fpn_strides, v["feats"]["visual"], False)
             for l, p in enumerate(pts):
                 tensors[f"out.{case}.points.{b}.{l}"] = p.clone().contiguous()
+
+    # Gradients (case a, where the inference padding equals the training padding): the official
+    # targets (`label_points`, class-aware, training points) and `losses` on the eval-mode
+    # outputs, back-propagated to every parameter. Small tensors are stored whole; for all
+    # keys the L2 norm and the sum of the gradient (in key order).
+    model.zero_grad()
+    videos = []
+    for b, n in enumerate((64, 41)):
+        videos.append({"feats": {"visual": tensors["in.a.visual"][b, :, :n],
+                                 "audio": tensors["in.a.audio"][b, :, :n]}})
+    masks, cls, off = model(videos)
+    train_points = points_gen(fpn_strides, torch.zeros(1, m["max_seq_len"]), True)
+    gts = [
+        (torch.tensor([[2.3, 9.7], [5.0, 40.5], [30.2, 63.0], [-0.4, 3.1]]), torch.tensor([1, 2, 1, 0])),
+        (torch.tensor([[0.0, 38.0], [10.5, 20.25], [16.0, 30.0]]), torch.tensor([2, 2, 0])),
+    ]
+    labeler = types.SimpleNamespace(num_classes=m["num_classes"], class_aware=True)
+    labeler.label_points_single_video = types.MethodType(
+        UnAV100Dataset.label_points_single_video, labeler
+    )
+    gt_cls, gt_off = [], []
+    for b, (segs, labels) in enumerate(gts):
+        c, o = UnAV100Dataset.label_points(labeler, train_points, segs, labels)
+        gt_cls.append(c)
+        gt_off.append(o)
+        tensors[f"grad.gt.{b}.segments"] = segs
+        tensors[f"grad.gt.{b}.labels"] = labels
+    losses = model.losses(masks, cls, off, gt_cls, gt_off)
+    losses["final_loss"].backward()
+    for name in ("cls", "reg", "final"):
+        tensors[f"grad.loss.{name}"] = losses[f"{name}_loss"].detach().reshape(1).float()
+    norms, sums = [], []
+    for k, p in model.named_parameters():
+        g = p.grad if p.grad is not None else torch.zeros_like(p)
+        norms.append(float(g.double().norm()))
+        sums.append(float(g.double().sum()))
+        if g.numel() <= 128:
+            tensors[f"grad.param.{k}"] = g.detach().clone().contiguous()
+    assert [k for k, _ in model.named_parameters()] == keys
+    tensors["grad.norm"] = torch.tensor(norms, dtype=torch.float32)
+    tensors["grad.sum"] = torch.tensor(sums, dtype=torch.float32)
 
     ours = {
         "input_dim_v": cv,

@@ -200,7 +200,9 @@ impl HasState for Scale {
 }
 
 /// Official `AffineDropPath`: a per-channel scale `[1, C, 1]` (initially 1e-4) followed by drop
-/// path (stochastic depth per sample). Evaluation (all this module implements so far): `scale · x`.
+/// path (stochastic depth): in training each sample's branch is zeroed with probability p and
+/// the rest divided by 1 − p; in evaluation it is `scale · x`. As the project's `Dropout`,
+/// training means an autodiff device.
 #[derive(Module, Debug)]
 pub struct AffineDropPath {
     pub scale: Param<Tensor<3>>,
@@ -216,7 +218,18 @@ impl AffineDropPath {
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        x * self.scale.val()
+        let x = x * self.scale.val();
+        let device = x.device();
+        if !device.is_autodiff() || self.drop_prob == 0.0 {
+            return x;
+        }
+        // Official drop_path: mask = floor(keep + U[0, 1)) per sample, x / keep · mask.
+        let keep = 1.0 - self.drop_prob;
+        let b = x.dims()[0];
+        let mask = Tensor::<3>::random([b, 1, 1], Distribution::Uniform(0.0, 1.0), &device)
+            .add_scalar(keep)
+            .floor();
+        x.div_scalar(keep) * mask
     }
 }
 
@@ -377,6 +390,19 @@ impl TransformerBlock {
             .forward(gelu(self.mlp_fc1.forward(self.ln2.forward(out.clone()))));
         let out = out + apply_drop_path(&self.drop_path_mlp, mlp * m);
         (out, out_mask)
+    }
+}
+
+impl TransformerBlock {
+    /// Sets the drop-path probability of both residual branches (0 = evaluation behaviour
+    /// even on an autodiff device).
+    pub fn set_drop_path_prob(&mut self, p: f64) {
+        for dp in [&mut self.drop_path_attn, &mut self.drop_path_mlp]
+            .into_iter()
+            .flatten()
+        {
+            dp.drop_prob = p;
+        }
     }
 }
 

@@ -14,7 +14,9 @@
 //! focal and DIoU losses with their normaliser.
 //!
 //! There is no neck: the UnAV baseline feeds the backbone's pyramid straight to the heads.
-//! Everything runs as in the official evaluation mode (drop path is `scale · x`, dropout off).
+//! On a plain device everything runs as the official evaluation mode (drop path is `scale · x`);
+//! on an autodiff device drop path is active (training). Dropout is 0 in the UnAV config and
+//! not built.
 
 pub mod backbone;
 pub mod blocks;
@@ -339,6 +341,26 @@ impl DenseModel {
             num_classes: config.num_classes,
             class_aware: config.class_aware,
         })
+    }
+
+    /// Sets the drop-path probability of every transformer block (the config's `droppath`
+    /// at construction; 0 turns it off for deterministic training-mode forwards).
+    pub fn set_drop_path_prob(&mut self, p: f64) {
+        let b = &mut self.backbone;
+        let blocks = b
+            .self_att_v
+            .iter_mut()
+            .chain(b.self_att_a.iter_mut())
+            .chain([&mut b.ori_cross_att_va, &mut b.ori_cross_att_av])
+            .chain(b.cross_att_va.iter_mut())
+            .chain(b.cross_att_av.iter_mut());
+        for block in blocks {
+            block.set_drop_path_prob(p);
+        }
+        if let Some(dep) = self.dependency_block.as_mut() {
+            dep.cooccur_branch.set_drop_path_prob(p);
+            dep.temporal_branch.set_drop_path_prob(p);
+        }
     }
 
     /// The padded batch → per-level outputs (official `forward` before `losses`/`inference`).
