@@ -473,3 +473,15 @@ fn drop_path_is_per_sample_in_training_only() {
     }
     assert!((10..=54).contains(&kept), "{kept} of 64 kept at p = 0.5");
 }
+
+/// The default config is the official UnAV-100 model: the official `LocPointTransformer` built
+/// from `configs/avel_unav100.yaml` has 558 state tensors and 139,544,114 parameters (counted
+/// with the official code; 78.6 M of them in the dependency block's expand/squeeze convolutions).
+#[test]
+fn default_config_has_the_official_size() {
+    let device = common::device::test_device();
+    let mut model = DenseModel::new(&DenseModelConfig::default(), &device).unwrap();
+    let list = ParamList::of(&mut model);
+    assert_eq!(list.entries.len(), 558);
+    assert_eq!(list.total(), 139_544_114);
+}
