@@ -114,7 +114,7 @@ impl StateVisitor for Loader<'_> {
             return;
         }
         let data = match layout {
-            Layout::Same => t.data,
+            Layout::Same | Layout::Scalar => t.data,
             Layout::Transposed => transpose2(&t.data, t.shape[0], t.shape[1]),
         };
         *param = Param::from_tensor(Tensor::from_data(TensorData::new(data, dims), self.device));
@@ -164,7 +164,7 @@ impl StateVisitor for Saver {
         let dims = value.dims().to_vec();
         let data = crate::to_vec(value);
         let data = match layout {
-            Layout::Same => data,
+            Layout::Same | Layout::Scalar => data,
             Layout::Transposed => transpose2(&data, dims[0], dims[1]),
         };
         self.sd.entries.push((

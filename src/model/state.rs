@@ -16,6 +16,8 @@ pub enum Layout {
     Same,
     /// A PyTorch `[out, in]` matrix stored by burn as `[in, out]`.
     Transposed,
+    /// A 0-dimensional PyTorch tensor (shape `[]`, e.g. `Scale.scale`) held by burn as `[1]`.
+    Scalar,
 }
 
 /// A position in the state dict: the key prefix, and whether the official forward reads the
@@ -106,6 +108,7 @@ pub fn stored_shape(dims: &[usize], layout: Layout) -> Vec<usize> {
     match layout {
         Layout::Same => dims.to_vec(),
         Layout::Transposed => dims.iter().rev().copied().collect(),
+        Layout::Scalar => Vec::new(),
     }
 }
 
