@@ -11,6 +11,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod dense;
 pub mod device;
 pub mod encoders;
 pub mod extract;
