@@ -17,7 +17,8 @@
 //! (the final order here, hard NMS's visiting order), we use a stable sort. Torch's CPU sort
 //! keeps equal scores in input order only up to 16 elements, so with more, segments of exactly
 //! equal score may come out in another order (the same segments unless the tie straddles the
-//! `max_seg_num` cut).
+//! `max_seg_num` cut). [`seg_voting`] sums its weighted means in order where torch uses
+//! sgemm: refined segments agree to a few `f32` ulps (7.6e-6 s on the golden set).
 
 /// Suppression weight of the soft-NMS kernel (`method` 0, 1, 2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
