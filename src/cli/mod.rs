@@ -4,6 +4,7 @@ mod ablate;
 mod args;
 mod bench;
 mod demo;
+mod dense;
 mod eval;
 mod extract;
 mod figures;
@@ -55,6 +56,8 @@ enum Command {
     Info(info::Args),
     /// Regenerate one of the paper's ablation tables (rows × seeds, honest and official numbers).
     Ablate(ablate::Args),
+    /// Dense localization (UnAV-100): score detections with the official mAP.
+    Dense(dense::Args),
     /// Parameters, FLOPs per video, peak memory and inference time (paper Table S6).
     Profile(profile::Args),
     /// Prediction timelines (paper Figure 4) and AVCA attention maps (Figure 5) as PNG.
@@ -74,6 +77,7 @@ pub fn run() -> Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Finetune(a) => finetune::run(a),
         Command::Ablate(a) => ablate::run(a),
+        Command::Dense(a) => dense::run(a),
         Command::Profile(a) => profile::run(a),
         Command::Figures(a) => figures::run(a),
     }
