@@ -519,9 +519,12 @@ fn outputs_onto_directories_and_fifos() {
     assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
 }
 
-/// A native checkpoint whose `config.json` says `"d_model": 1099511627776` is refused, naming
-/// the file and the tensor that disagrees; the model's weights used to be allocated before any
-/// shape was compared (4 TB: the process aborted). Seen while fuzzing the native reader.
+/// A native checkpoint whose `config.json` asks for a model far larger than its tensors is
+/// refused, naming the file and the tensor that disagrees; the model's weights used to be
+/// allocated before any shape was compared (`"d_model": 2^40` asked for 4 TB and aborted; seen
+/// while fuzzing the native reader). Such a width is now a config error (`MAX_WIDTH`), so this
+/// uses the largest valid one, 16384: the model would still need tens of GB, over the limit
+/// below, and the shapes are compared first.
 #[test]
 fn huge_config_sizes_are_refused_before_allocating() {
     use cace_net::checkpoint::{StateDict, StoredTensor};
@@ -543,7 +546,7 @@ fn huge_config_sizes_are_refused_before_allocating() {
     };
     let config = ModelConfig {
         visual_dim: 4,
-        d_model: 1 << 40,
+        d_model: cace_net::config::MAX_WIDTH,
         heads: 1,
         ..ModelConfig::default()
     };
