@@ -66,6 +66,15 @@ pub fn init_runtime() {
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t =
     libmimalloc_sys::mi_option_use_numa_nodes - 1;
 
+/// Held by unit tests that seed the device's global random generator and compare what it draws
+/// (and by those that draw a lot from it): tests run in parallel, and a draw by another test
+/// between the seed and the comparison would make the comparison fail at random.
+#[cfg(test)]
+pub(crate) fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -205,6 +205,17 @@ fn bad_inputs_are_named() {
     let err = run(big);
     assert!(err.contains("fewer than one batch"), "{err}");
 
+    // Every video held out: refused before any frame is decoded (it used to index an empty
+    // training list).
+    let mut all_held = options(&videos, &features, &weights, &dir.path().join("r5"), 1);
+    all_held.config.held_out = 100;
+    let err = run(all_held);
+    assert!(err.contains("0 videos to train on"), "{err}");
+    assert!(
+        !dir.path().join("r5/frames").exists(),
+        "decoded frames before refusing"
+    );
+
     // A config field out of range is named.
     let mut bad = options(&videos, &features, &weights, &dir.path().join("r4"), 1);
     bad.config.tau = 0.0;

@@ -425,6 +425,7 @@ mod tests {
 
     #[test]
     fn keys_are_torchvisions_and_map_both_ways() {
+        let _rng = crate::rng_lock();
         let device = Device::flex();
         let mut vgg = BackboneConfig::real(BackboneKind::Vgg19Bn).init(&device);
         let keys: Vec<String> = ParamList::of(&mut vgg)

@@ -59,7 +59,7 @@ pub fn finetune(opts: &FinetuneOptions) -> Result<usize> {
     let cfg = &opts.config;
     cfg.validate()?;
     let (run, last) = RunDir::open(&opts.out, opts.resume)?;
-    let (train, held_out, skipped) = split_videos(opts)?;
+    let (train, held_out, skipped, audio_dim) = split_videos(opts)?;
     let base = opts.device.clone();
     let device = base.clone().autodiff();
     base.seed(cfg.seed);
@@ -67,7 +67,7 @@ pub fn finetune(opts: &FinetuneOptions) -> Result<usize> {
     let clip_config = ClipConfig {
         hidden_dim: cfg.hidden_dim,
         tau: cfg.tau,
-        audio_dim: train[0].audio.len() / crate::T,
+        audio_dim,
         ..ClipConfig::new(
             opts.backbone
                 .clone()
@@ -117,7 +117,7 @@ pub fn finetune(opts: &FinetuneOptions) -> Result<usize> {
         verbose: opts.verbose,
     };
     let mut history = run.history(state.next_epoch)?;
-    let has_val = !task.held_out.is_empty();
+    let has_val = task.held_out.len() >= 2; // retrieval needs two videos to rank
     let state = run_epochs(&run, &mut task, state, cfg.epochs, has_val, &mut history)?;
     // The final epoch's encoder at the top of the run, as the official loop's last checkpoint.
     weights::save_backbone(
@@ -129,10 +129,9 @@ pub fn finetune(opts: &FinetuneOptions) -> Result<usize> {
     Ok(state.next_epoch)
 }
 
-/// The usable videos, shuffled by the seed: `(train, held_out, skipped)`.
-fn split_videos(
-    opts: &FinetuneOptions,
-) -> Result<(Vec<data::Video>, Vec<data::Video>, Vec<(String, String)>)> {
+/// The usable videos, shuffled by the seed: `(train, held_out, skipped, audio width)`. Fails
+/// before anything is decoded when fewer than one batch would be left to train on.
+fn split_videos(opts: &FinetuneOptions) -> Result<SplitVideos> {
     let cfg = &opts.config;
     let mut found = data::load(&opts.videos, &opts.features)?;
     found
@@ -140,8 +139,23 @@ fn split_videos(
         .shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed));
     let held = cfg.held_out.min(found.videos.len());
     let train = found.videos.split_off(held);
-    Ok((train, found.videos, found.skipped))
+    if train.len() < cfg.batch_size {
+        bail!(
+            "{} videos to train on ({held} held out), fewer than one batch of {}: lower \
+             --batch-size (and local_batch) or hold out fewer videos",
+            train.len(),
+            cfg.batch_size
+        );
+    }
+    Ok((train, found.videos, found.skipped, found.audio_dim))
 }
+
+type SplitVideos = (
+    Vec<data::Video>,
+    Vec<data::Video>,
+    Vec<(String, String)>,
+    usize,
+);
 
 /// Decodes the frames not cached yet; drops the videos that failed; reports what was skipped
 /// (on stderr and in `RUN/skipped.tsv`).

@@ -92,6 +92,7 @@ mod tests {
     /// (mean and biased variance over every axis but `C`), which autodiff differentiates.
     #[test]
     fn training_gradient_is_the_formulas() {
+        let _rng = crate::rng_lock();
         let device = Device::flex().autodiff();
         let x0 = Tensor::<4>::random(
             [6, 3, 4, 5],

@@ -103,6 +103,7 @@ mod tests {
 
     #[test]
     fn dropout_is_identity_in_evaluation_and_seeded_in_training() {
+        let _rng = crate::rng_lock();
         let x = Tensor::<2>::ones([64, 100], &Device::flex());
         let d = Dropout::new(0.3);
         assert_eq!(crate::to_vec(d.forward(x.clone())), vec![1.0; 6400]);

@@ -297,6 +297,7 @@ mod tests {
     /// transformer layers included), and none of the 70 it never reads.
     #[test]
     fn fresh_model_gets_a_gradient_for_every_used_parameter() {
+        let _rng = crate::rng_lock();
         let device = Device::flex().autodiff();
         device.seed(1);
         let config = ModelConfig::default();
