@@ -117,72 +117,73 @@ impl Adam {
 
     /// One step with learning rate `lr` on every parameter that has a gradient in `grads`.
     pub fn step<M: HasState>(&mut self, module: &mut M, grads: &KeyedGrads, lr: f64) {
-        let by_key: HashMap<&str, &Tensor<1>> =
-            grads.grads.iter().map(|(k, g)| (k.as_str(), g)).collect();
-        let mut update = Update {
-            adam: self,
-            grads: by_key,
-            lr,
-        };
-        module.visit_state(&Prefix::root(), &mut update);
+        let c = self.config.clone();
+        update_each(module, grads, |key, _value, grad| {
+            let st = self
+                .state
+                .entry(key.to_string())
+                .or_insert_with(|| AdamState {
+                    step: 0,
+                    exp_avg: grad.zeros_like(),
+                    exp_avg_sq: grad.zeros_like(),
+                });
+            st.step += 1;
+            st.exp_avg =
+                st.exp_avg.clone().mul_scalar(c.beta1) + grad.clone().mul_scalar(1.0 - c.beta1);
+            st.exp_avg_sq = st.exp_avg_sq.clone().mul_scalar(c.beta2)
+                + grad.clone().square().mul_scalar(1.0 - c.beta2);
+            let bias1 = 1.0 - c.beta1.powi(st.step as i32);
+            let bias2 = 1.0 - c.beta2.powi(st.step as i32);
+            let denom = st
+                .exp_avg_sq
+                .clone()
+                .sqrt()
+                .div_scalar(bias2.sqrt())
+                .add_scalar(c.eps);
+            (st.exp_avg.clone() / denom).mul_scalar(lr / bias1)
+        });
     }
 }
 
-struct Update<'a> {
-    adam: &'a mut Adam,
-    grads: HashMap<&'a str, &'a Tensor<1>>,
-    lr: f64,
-}
-
-impl StateVisitor for Update<'_> {
-    fn visit<const D: usize>(
-        &mut self,
-        key: &str,
-        _used: bool,
-        param: &mut Param<Tensor<D>>,
-        _layout: Layout,
-    ) {
-        let Some(&grad) = self.grads.get(key) else {
-            return;
-        };
-        let c = &self.adam.config;
-        let grad = grad.clone();
-        let st = self
-            .adam
-            .state
-            .entry(key.to_string())
-            .or_insert_with(|| AdamState {
-                step: 0,
-                exp_avg: grad.zeros_like(),
-                exp_avg_sq: grad.zeros_like(),
-            });
-        st.step += 1;
-        st.exp_avg =
-            st.exp_avg.clone().mul_scalar(c.beta1) + grad.clone().mul_scalar(1.0 - c.beta1);
-        st.exp_avg_sq =
-            st.exp_avg_sq.clone().mul_scalar(c.beta2) + grad.square().mul_scalar(1.0 - c.beta2);
-        let bias1 = 1.0 - c.beta1.powi(st.step as i32);
-        let bias2 = 1.0 - c.beta2.powi(st.step as i32);
-        let denom = st
-            .exp_avg_sq
-            .clone()
-            .sqrt()
-            .div_scalar(bias2.sqrt())
-            .add_scalar(c.eps);
-        let delta = (st.exp_avg.clone() / denom).mul_scalar(self.lr / bias1);
-
-        let value = param.val();
-        let dims = value.dims();
-        let was_tracked = value.is_require_grad();
-        let plain = value.inner().detach();
-        let new = plain.clone() - delta.reshape(dims);
-        let new = if was_tracked {
-            new.autodiff().require_grad()
-        } else {
-            new
-        };
-        *param = Param::initialized(param.id, new);
+/// Subtracts `delta(key, value, grad)` (flat, burn's layout) from every parameter of `module`
+/// that has a gradient in `grads`, keeping its id and whether autodiff tracks it. The one
+/// place both optimizers write parameters.
+fn update_each<M: HasState>(
+    module: &mut M,
+    grads: &KeyedGrads,
+    delta: impl FnMut(&str, Tensor<1>, &Tensor<1>) -> Tensor<1>,
+) {
+    struct Update<'a, F> {
+        grads: HashMap<&'a str, &'a Tensor<1>>,
+        delta: F,
     }
+    impl<F: FnMut(&str, Tensor<1>, &Tensor<1>) -> Tensor<1>> StateVisitor for Update<'_, F> {
+        fn visit<const D: usize>(
+            &mut self,
+            key: &str,
+            _used: bool,
+            param: &mut Param<Tensor<D>>,
+            _layout: Layout,
+        ) {
+            let Some(&grad) = self.grads.get(key) else {
+                return;
+            };
+            let value = param.val();
+            let was_tracked = value.is_require_grad();
+            let plain = value.inner().detach();
+            let dims = plain.dims();
+            let flat = plain.clone().reshape([dims.iter().product::<usize>()]);
+            let new = plain - (self.delta)(key, flat, grad).reshape(dims);
+            let new = if was_tracked {
+                new.autodiff().require_grad()
+            } else {
+                new
+            };
+            *param = Param::initialized(param.id, new);
+        }
+    }
+    let grads = grads.grads.iter().map(|(k, g)| (k.as_str(), g)).collect();
+    module.visit_state(&Prefix::root(), &mut Update { grads, delta });
 }
 
 /// `torch.optim.SGD` with momentum and weight decay (dampening 0, not Nesterov), as the
@@ -223,54 +224,18 @@ impl Sgd {
 
     /// One step with learning rate `lr` on every parameter that has a gradient in `grads`.
     pub fn step<M: HasState>(&mut self, module: &mut M, grads: &KeyedGrads, lr: f64) {
-        let grads: HashMap<&str, &Tensor<1>> =
-            grads.grads.iter().map(|(k, g)| (k.as_str(), g)).collect();
-        let mut update = SgdUpdate {
-            sgd: self,
-            grads,
-            lr,
-        };
-        module.visit_state(&Prefix::root(), &mut update);
-    }
-}
-
-struct SgdUpdate<'a> {
-    sgd: &'a mut Sgd,
-    grads: HashMap<&'a str, &'a Tensor<1>>,
-    lr: f64,
-}
-
-impl StateVisitor for SgdUpdate<'_> {
-    fn visit<const D: usize>(
-        &mut self,
-        key: &str,
-        _used: bool,
-        param: &mut Param<Tensor<D>>,
-        _layout: Layout,
-    ) {
-        let Some(&grad) = self.grads.get(key) else {
-            return;
-        };
-        let c = &self.sgd.config;
-        let value = param.val();
-        let plain = value.clone().inner().detach();
-        let dims = plain.dims();
-        let flat = plain.clone().reshape([dims.iter().product::<usize>()]);
-        let d = grad.clone() + flat.mul_scalar(c.weight_decay);
-        let buf = match self.sgd.momentum.remove(key) {
-            Some(buf) if c.momentum != 0.0 => buf.mul_scalar(c.momentum) + d,
-            _ => d,
-        };
-        let new = plain - buf.clone().mul_scalar(self.lr).reshape(dims);
-        if c.momentum != 0.0 {
-            self.sgd.momentum.insert(key.to_string(), buf);
-        }
-        let new = if value.is_require_grad() {
-            new.autodiff().require_grad()
-        } else {
-            new
-        };
-        *param = Param::initialized(param.id, new);
+        let c = self.config.clone();
+        update_each(module, grads, |key, value, grad| {
+            let d = grad.clone() + value.mul_scalar(c.weight_decay);
+            let buf = match self.momentum.remove(key) {
+                Some(buf) if c.momentum != 0.0 => buf.mul_scalar(c.momentum) + d,
+                _ => d,
+            };
+            if c.momentum != 0.0 {
+                self.momentum.insert(key.to_string(), buf.clone());
+            }
+            buf.mul_scalar(lr)
+        });
     }
 }
 

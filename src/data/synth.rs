@@ -110,7 +110,7 @@ mod info;
 #[cfg(test)]
 mod probes;
 mod prototypes;
-mod rng;
+pub(crate) mod rng;
 mod select;
 mod writer;
 

@@ -24,7 +24,6 @@
 //! `(seed, config, i)`.
 
 mod plan;
-mod rng;
 mod signal;
 
 use std::path::{Path, PathBuf};

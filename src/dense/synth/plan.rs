@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::UnavSynthConfig;
-use super::rng::Rng;
+use crate::data::synth::rng::Rng;
 
 /// One generated event, seconds.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,13 +54,13 @@ pub fn plan_videos(cfg: &UnavSynthConfig) -> Vec<SynthVideo> {
 
 fn plan_video(cfg: &UnavSynthConfig, i: usize, subset: &'static str) -> SynthVideo {
     let mut r = Rng::new(cfg.seed, i as u64 + 1);
-    let duration = centi(r.uniform(cfg.min_duration, cfg.max_duration));
+    let duration = centi(r.uniform_f64(cfg.min_duration, cfg.max_duration));
     let count = 1 + r.below(cfg.max_events);
     let events = (0..count)
         .map(|_| {
             let class = r.below(cfg.classes);
-            let len = r.uniform(2.0, duration / 2.0);
-            let start = centi(r.uniform(0.0, duration - len));
+            let len = r.uniform_f64(2.0, duration / 2.0);
+            let start = centi(r.uniform_f64(0.0, duration - len));
             let end = centi(start + len).min(duration);
             SynthEvent { start, end, class }
         })

@@ -3,7 +3,7 @@
 
 use super::UnavSynthConfig;
 use super::plan::SynthVideo;
-use super::rng::Rng;
+use crate::data::synth::rng::Rng;
 use crate::dense::data::features::Matrix;
 
 /// Unit prototypes per class: visual (`rgb_dim + flow_dim`) and audio (`audio_dim`).
@@ -69,7 +69,7 @@ pub fn video_features(
         .chain(audio.iter_mut())
         .for_each(|x| *x = cfg.noise * r.normal());
     for e in &v.events {
-        let gain = cfg.amplitude * r.uniform(0.8, 1.2) as f32;
+        let gain = cfg.amplitude * r.uniform_f64(0.8, 1.2) as f32;
         for t in (0..t_len).filter(|&t| (e.start..=e.end).contains(&snippet_time(cfg, t))) {
             add(&mut visual[t * dv..(t + 1) * dv], &p.visual[e.class], gain);
             let a = cfg.audio_dim;
