@@ -22,8 +22,6 @@ use cace_net::dense::model::{
 };
 use cace_net::model::state::ParamList;
 use cace_net::to_vec;
-use safetensors::SafeTensors;
-use safetensors::tensor::Dtype;
 
 const FILE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -37,30 +35,9 @@ struct Golden {
 }
 
 fn golden() -> Golden {
-    let bytes = std::fs::read(FILE).expect("read the dense golden file");
-    let st = SafeTensors::deserialize(&bytes).expect("parse golden");
-    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
-    let meta = header.metadata().clone().expect("golden metadata");
+    let (tensors, meta) = common::golden::read_all(std::path::Path::new(FILE));
     let keys: Vec<String> = serde_json::from_str(&meta["keys"]).unwrap();
     let config: DenseModelConfig = serde_json::from_str(&meta["config"]).unwrap();
-    let mut tensors = HashMap::new();
-    for (name, v) in st.tensors() {
-        let data: Vec<f32> = match v.dtype() {
-            Dtype::F32 => v
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            Dtype::I64 => v
-                .data()
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
-                .collect(),
-            Dtype::U8 => v.data().iter().map(|&b| b as f32).collect(),
-            d => panic!("{name}: unexpected dtype {d:?}"),
-        };
-        tensors.insert(name, (v.shape().to_vec(), data));
-    }
     Golden {
         tensors,
         keys,

@@ -17,6 +17,8 @@
 //! correct f32 implementation can promise. A wrong formula (layout, statistics, momentum,
 //! weight decay) moves these tensors by 1e-2 or more. The worst error is printed.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -39,21 +41,7 @@ fn golden(name: &str) -> Golden {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/finetune")
         .join(name);
-    let bytes = std::fs::read(&path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let tensors = st
-        .tensors()
-        .into_iter()
-        .map(|(k, v)| {
-            let data = v
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()));
-            (k, (v.shape().to_vec(), data.collect()))
-        })
-        .collect();
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let meta = header.metadata().clone().unwrap();
+    let (tensors, meta) = common::golden::read_all(&path);
     Golden {
         path,
         tensors,

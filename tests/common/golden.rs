@@ -129,3 +129,38 @@ pub fn assert_close(what: &str, actual: &[f32], expected: &[f64], atol: f64, rto
         expected[i]
     );
 }
+
+/// Every tensor of a small golden safetensors file as f32 (F32, F64, I64 and U8 converted),
+/// by name, with its shape; and the file's metadata.
+pub type Tensors = std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+pub fn read_all(path: &std::path::Path) -> (Tensors, std::collections::HashMap<String, String>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).expect("parse golden safetensors");
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = header.metadata().clone().unwrap_or_default();
+    let mut tensors = Tensors::new();
+    for (name, v) in st.tensors() {
+        let data: Vec<f32> = match v.dtype() {
+            Dtype::F32 => v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            Dtype::F64 => v
+                .data()
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                .collect(),
+            Dtype::I64 => v
+                .data()
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
+                .collect(),
+            Dtype::U8 => v.data().iter().map(|&b| b as f32).collect(),
+            d => panic!("{name}: unexpected dtype {d:?}"),
+        };
+        tensors.insert(name, (v.shape().to_vec(), data));
+    }
+    (tensors, meta)
+}
