@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
-use cace_net::checkpoint::{StateDict, StoredTensor, load_state_dict, state_dict};
+use cace_net::checkpoint::{StateDict, StoredTensor, load_state_dict, state_dict, transpose2};
 use cace_net::encoders::resnet50::ResNet50Config;
 use cace_net::encoders::vgg19::Vgg19Config;
 use cace_net::finetune::backbone::{BackboneConfig, BackboneKind, torchvision_key};
@@ -150,16 +150,6 @@ fn check(what: &str, ours: &[f32], torch: &[f32], worst: &mut f64) {
     check_tol(what, ours, torch, 1e-3, worst);
 }
 
-fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; data.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = data[r * cols + c];
-        }
-    }
-    out
-}
-
 fn check_state(g: &Golden, model: &Clip, prefix: &str, worst: &mut f64) {
     let expected = g.state(prefix);
     let ours: HashMap<String, StoredTensor> = state_dict(model).entries.into_iter().collect();
@@ -215,7 +205,7 @@ fn step(
             let (shape, torch) = g.get(key);
             // KeyedGrads hold burn's layout: the projections are stored transposed.
             let ours = match key.contains("alignment") {
-                true => transpose(&cace_net::to_vec(ours.clone()), shape[1], shape[0]),
+                true => transpose2(&cace_net::to_vec(ours.clone()), shape[1], shape[0]),
                 false => cace_net::to_vec(ours.clone()),
             };
             check(key, &ours, torch, worst);
@@ -255,7 +245,7 @@ fn parity(name: &str) {
             .collect();
         if key.contains("alignment") {
             let (shape, _) = g.get(k);
-            buf = transpose(&buf, shape[0], shape[1]);
+            buf = transpose2(&buf, shape[0], shape[1]);
         }
         let n = buf.len();
         sgd.momentum

@@ -66,7 +66,8 @@ impl StateDict {
     }
 }
 
-fn transpose2(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+/// A row-major `rows × cols` matrix transposed (PyTorch's `[out, in]` ↔ burn's `[in, out]`).
+pub fn transpose2(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0; data.len()];
     for r in 0..rows {
         for c in 0..cols {

@@ -93,19 +93,22 @@ impl FrameCache {
 
     /// The normalised frames of `videos` as `[B, T, 3, 224, 224]`.
     pub fn batch(&self, videos: &[&Video], device: &Device) -> Result<Tensor<5>> {
-        let per_video: Vec<Vec<f32>> = videos
-            .par_iter()
-            .map(|v| {
+        let per_video = T * 3 * INPUT_SIZE * INPUT_SIZE;
+        let mut data = vec![0f32; videos.len() * per_video];
+        data.par_chunks_mut(per_video)
+            .zip(videos.par_iter())
+            .try_for_each(|(out, v)| {
                 let file = self.file(&v.id);
                 let bytes = std::fs::read(&file)
                     .with_context(|| format!("reading cached frames {}", file.display()))?;
                 if bytes.len() != VIDEO_BYTES {
                     bail!("{}: {} bytes, expected {VIDEO_BYTES} (delete it to decode the video again)", file.display(), bytes.len());
                 }
-                Ok(bytes.chunks_exact(FRAME_BYTES).flat_map(normalise).collect())
-            })
-            .collect::<Result<_>>()?;
-        let data: Vec<f32> = per_video.concat();
+                for (dst, frame) in out.chunks_exact_mut(per_video / T).zip(bytes.chunks_exact(FRAME_BYTES)) {
+                    dst.copy_from_slice(&normalise(frame));
+                }
+                Ok(())
+            })?;
         let shape = [videos.len(), T, 3, INPUT_SIZE, INPUT_SIZE];
         Ok(Tensor::from_data(TensorData::new(data, shape), device))
     }
@@ -118,10 +121,11 @@ fn pick(seed: u64, id: &str, s: usize) -> usize {
     for b in id.bytes().chain((s as u32).to_le_bytes()) {
         h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
     }
-    let mut z = h ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    ((z ^ (z >> 31)) >> 33) as usize
+    // `mix` adds the golden-ratio increment first; taking it off keeps the draws this
+    // function made before it used the shared finaliser.
+    const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+    let z = (h ^ seed.wrapping_mul(GOLDEN)).wrapping_sub(GOLDEN);
+    (crate::model::dropout::mix(z) >> 33) as usize
 }
 
 #[cfg(test)]

@@ -117,7 +117,7 @@ pub fn finetune(opts: &FinetuneOptions) -> Result<usize> {
         verbose: opts.verbose,
     };
     let mut history = run.history(state.next_epoch)?;
-    let has_val = task.held_out.len() >= 2; // retrieval needs two videos to rank
+    let has_val = task.has_retrieval();
     let state = run_epochs(&run, &mut task, state, cfg.epochs, has_val, &mut history)?;
     // The final epoch's encoder at the top of the run, as the official loop's last checkpoint.
     weights::save_backbone(

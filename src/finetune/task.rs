@@ -72,7 +72,8 @@ impl FinetuneTask<'_> {
     /// One step on `batch`: each share of `local_batch` videos contrasted on its own, their
     /// gradients averaged (DistributedDataParallel's rule), then SGD. Returns (loss, top-1
     /// count) summed over shares, on the device.
-    fn step(&mut self, batch: &[&Video], lr: f64) -> Result<(Tensor<1>, Tensor<1>)> {
+    fn step(&mut self, rows: &[usize], lr: f64) -> Result<(Tensor<1>, Tensor<1>)> {
+        let batch: Vec<&Video> = rows.iter().map(|&r| &self.train[r]).collect();
         let shares: Vec<&[&Video]> = batch.chunks(self.cfg.local_batch).collect();
         let r = shares.len() as f64;
         let mut sum: Option<KeyedGrads> = None;
@@ -98,9 +99,14 @@ impl FinetuneTask<'_> {
         Ok((loss_sum.expect("a share"), hits.expect("a share")))
     }
 
+    /// Whether retrieval is measured: it ranks at least two held-out videos.
+    pub fn has_retrieval(&self) -> bool {
+        self.held_out.len() >= 2
+    }
+
     /// Retrieval accuracy (%) among the held-out videos: `(a2v top-1, top-5, v2a top-1, top-5)`.
     fn retrieval(&self) -> Result<Option<[f64; 4]>> {
-        if self.held_out.len() < 2 {
+        if !self.has_retrieval() {
             return Ok(None);
         }
         let model = self.model.valid();
@@ -183,10 +189,8 @@ impl Task for FinetuneTask<'_> {
         let bar = progress_bar(self.verbose, n_batches, epoch, self.cfg.epochs);
         let (mut loss, mut hits) = (0.0, 0.0);
         for (i, rows) in order.chunks_exact(self.cfg.batch_size).enumerate() {
-            let batch: Vec<Video> = rows.iter().map(|&r| self.train[r].clone()).collect();
-            let batch: Vec<&Video> = batch.iter().collect();
             let (l, h) = self
-                .step(&batch, lr)
+                .step(rows, lr)
                 .with_context(|| format!("batch {}", i + 1))?;
             let shares = (self.cfg.batch_size / self.cfg.local_batch) as f64;
             loss += crate::to_vec(l)[0] as f64 / shares;
