@@ -1,7 +1,8 @@
 use std::path::PathBuf;
 
 use super::args::DeviceArg;
-use anyhow::{Context, Result};
+use super::train::read_config;
+use anyhow::Result;
 use cace_net::finetune::backbone::BackboneKind;
 use cace_net::finetune::{self, FinetuneConfig, FinetuneOptions};
 
@@ -56,8 +57,8 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let saved = a.out.join(cace_net::train::CONFIG_FILE);
     let mut config = match (&a.config, a.resume && saved.exists()) {
-        (Some(p), _) => read(p)?,
-        (None, true) => read(&saved)?,
+        (Some(p), _) => read_config(p, "fine-tuning config")?,
+        (None, true) => read_config(&saved, "fine-tuning config")?,
         (None, false) => FinetuneConfig::new(a.encoder),
     };
     config.encoder = a.encoder;
@@ -86,11 +87,4 @@ pub fn run(a: Args) -> Result<()> {
         a.out.display()
     );
     Ok(())
-}
-
-fn read(path: &PathBuf) -> Result<FinetuneConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading config {}", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{}: not a valid fine-tuning config", path.display()))
 }

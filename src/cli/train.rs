@@ -40,13 +40,15 @@ pub struct Args {
 pub fn load_config(path: Option<&PathBuf>) -> Result<TrainConfig> {
     match path {
         None => Ok(TrainConfig::default()),
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("reading config {}", p.display()))?;
-            serde_json::from_str(&text)
-                .with_context(|| format!("{}: not a valid training config", p.display()))
-        }
+        Some(p) => read_config(p, "training config"),
     }
+}
+
+/// A JSON config file (`what` names it in errors); missing fields take their defaults.
+pub fn read_config<T: serde::de::DeserializeOwned>(path: &PathBuf, what: &str) -> Result<T> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not a valid {what}", path.display()))
 }
 
 pub fn run(a: Args) -> Result<()> {
