@@ -29,7 +29,7 @@ use rand::seq::SliceRandom;
 use crate::checkpoint::{self, native};
 use crate::model::state::ParamList;
 use crate::optim::Sgd;
-use crate::train::run_dir::{RunDir, RunState, config_diff, read_state};
+use crate::train::run_dir::{RunDir, RunState, curve, read_state};
 use crate::train::run_loop::run_epochs;
 use backbone::BackboneConfig;
 use clip::ClipConfig;
@@ -203,20 +203,22 @@ fn cache_frames(
     Ok((train, held_out))
 }
 
-/// `--resume` continues the saved run with the same config; more `epochs` extend it.
+/// `--resume` may extend a run with more `epochs`, except under the cosine schedule, whose
+/// every epoch's rate depends on the total ([`RunDir::check_resume`]).
 fn check_resumable(run: &RunDir, cfg: &FinetuneConfig) -> Result<()> {
-    let saved: FinetuneConfig = run.saved_config()?;
-    let diff = config_diff(&saved, cfg);
-    if diff.is_empty() {
-        return Ok(());
-    }
-    if diff == ["epochs"] && cfg.epochs > saved.epochs && !cfg.cosine {
-        return run.write_json(crate::train::CONFIG_FILE, cfg);
-    }
-    bail!(
-        "{}: --resume needs the config of the saved run; these fields differ: {}",
-        run.path.display(),
-        diff.join(", ")
+    run.check_resume(
+        cfg,
+        |c| c.epochs,
+        |_, cfg| {
+            if cfg.cosine {
+                bail!(
+                    "{}: a run on the cosine schedule cannot be extended (the rate of every epoch \
+                 depends on the total); start a new run",
+                    run.path.display()
+                );
+            }
+            Ok(())
+        },
     )
 }
 
@@ -261,16 +263,9 @@ fn load_last(model: &mut clip::Clip, sgd: &mut Sgd, dir: &Path, base: &Device) -
 /// `RUN/curves.png`: loss, and the held-out retrieval top-1 of both directions.
 fn curves(run: &Path, history: &[FinetuneLog]) -> Result<()> {
     use crate::plot::Series;
-    let x = |m: &FinetuneLog| (m.epoch + 1) as f64;
-    let loss: Vec<(f64, f64)> = history.iter().map(|m| (x(m), m.loss)).collect();
-    let a2v: Vec<(f64, f64)> = history
-        .iter()
-        .filter_map(|m| m.a2v_top1.map(|a| (x(m), a)))
-        .collect();
-    let v2a: Vec<(f64, f64)> = history
-        .iter()
-        .filter_map(|m| m.v2a_top1.map(|a| (x(m), a)))
-        .collect();
+    let loss = curve(history, |m| Some(m.loss));
+    let a2v = curve(history, |m| m.a2v_top1);
+    let v2a = curve(history, |m| m.v2a_top1);
     let mut acc = Vec::new();
     if !a2v.is_empty() {
         acc.push(Series {

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::config::TrainConfig;
 use super::optimizer_io;
 use super::report::fmt_acc;
-use super::run_dir::{EpochLog, EpochScore, RunDir, RunState};
+use super::run_dir::{EpochLog, EpochScore, RunDir, RunState, curve};
 use super::run_loop::{Task, progress_bar};
 use crate::T;
 use crate::checkpoint::{self, native};
@@ -522,16 +522,9 @@ fn curves_for_run(
     history: &[EpochMetrics],
     best_val_epoch: Option<usize>,
 ) -> anyhow::Result<()> {
-    let x = |m: &EpochMetrics| (m.epoch + 1) as f64;
-    let loss: Vec<(f64, f64)> = history.iter().map(|m| (x(m), m.train_loss)).collect();
-    let val: Vec<(f64, f64)> = history
-        .iter()
-        .filter_map(|m| m.val_acc.map(|a| (x(m), a)))
-        .collect();
-    let test: Vec<(f64, f64)> = history
-        .iter()
-        .filter_map(|m| m.test_acc.map(|a| (x(m), a)))
-        .collect();
+    let loss = curve(history, |m| Some(m.train_loss));
+    let val = curve(history, |m| m.val_acc);
+    let test = curve(history, |m| m.test_acc);
     let mut acc = Vec::new();
     if !val.is_empty() {
         acc.push(crate::plot::Series {

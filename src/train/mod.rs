@@ -27,7 +27,7 @@ pub use ave::{AveData, AveTask, EpochMetrics, evaluate, split_warnings};
 pub use config::TrainConfig;
 pub use report::{MeanStd, Report, SeedSummary, fmt_acc, print_report};
 pub use run_dir::{CONFIG_FILE, EpochScore, REPORT_FILE};
-use run_dir::{RunDir, RunState, config_diff, read_state};
+use run_dir::{RunDir, RunState, read_state};
 use run_loop::run_epochs;
 
 /// Options of one `cace train` run.
@@ -82,34 +82,25 @@ pub fn train(opts: &RunOptions) -> Result<Report> {
     Ok(report)
 }
 
-/// `--resume` continues the saved run with the same config; the one change allowed is more
-/// `epochs` (extending a run) when BECE's start epoch stays where it was. The saved config is
-/// then updated.
+/// `--resume` may extend a run with more `epochs` only when BECE's start epoch stays where it
+/// was ([`RunDir::check_resume`]).
 fn check_resumable(run: &RunDir, cfg: &TrainConfig) -> Result<()> {
-    let saved: TrainConfig = run.saved_config()?;
-    let diff = config_diff(&saved, cfg);
-    if diff.is_empty() {
-        return Ok(());
-    }
-    let extends = diff == ["epochs"] && cfg.epochs > saved.epochs;
-    if extends && cfg.bece_start() == saved.bece_start() {
-        return run.write_json(CONFIG_FILE, cfg);
-    }
-    if extends {
-        bail!(
-            "{}: extending the run to {} epochs would move BECE's start from epoch {} to {}; \
+    run.check_resume(
+        cfg,
+        |c| c.epochs,
+        |saved, cfg| {
+            if cfg.bece_start() == saved.bece_start() {
+                return Ok(());
+            }
+            bail!(
+                "{}: extending the run to {} epochs would move BECE's start from epoch {} to {}; \
              set \"bece_start_epoch\": {} in the config to keep it",
-            run.path.display(),
-            cfg.epochs,
-            saved.bece_start(),
-            cfg.bece_start(),
-            saved.bece_start()
-        );
-    }
-    bail!(
-        "{}: --resume needs the training config of the saved run ({}); these fields differ: {}",
-        run.path.display(),
-        run.path.join(CONFIG_FILE).display(),
-        diff.join(", ")
+                run.path.display(),
+                cfg.epochs,
+                saved.bece_start(),
+                cfg.bece_start(),
+                saved.bece_start()
+            )
+        },
     )
 }

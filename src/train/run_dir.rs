@@ -74,6 +74,15 @@ pub trait EpochLog: Serialize + DeserializeOwned + Clone {
     fn epoch(&self) -> usize;
 }
 
+/// `(epoch, value)` points of a curve (1-based epochs on the x axis), lines without the value
+/// left out.
+pub fn curve<L: EpochLog>(history: &[L], value: impl Fn(&L) -> Option<f64>) -> Vec<(f64, f64)> {
+    history
+        .iter()
+        .filter_map(|m| value(m).map(|v| ((m.epoch() + 1) as f64, v)))
+        .collect()
+}
+
 pub struct RunDir {
     pub path: PathBuf,
 }
@@ -128,6 +137,32 @@ impl RunDir {
     /// The config the run was started with.
     pub fn saved_config<C: DeserializeOwned>(&self) -> Result<C> {
         read_json(&self.path.join(CONFIG_FILE), "saved config")
+    }
+
+    /// `--resume` continues the saved run with its own config; the one change allowed is more
+    /// `epochs` (extending a run), unless `may_extend(saved, cfg)` objects. The saved config is
+    /// then updated. Otherwise the error names the fields that differ.
+    pub fn check_resume<C: Serialize + DeserializeOwned>(
+        &self,
+        cfg: &C,
+        epochs: impl Fn(&C) -> usize,
+        may_extend: impl Fn(&C, &C) -> Result<()>,
+    ) -> Result<()> {
+        let saved: C = self.saved_config()?;
+        let diff = config_diff(&saved, cfg);
+        if diff.is_empty() {
+            return Ok(());
+        }
+        if diff == ["epochs"] && epochs(cfg) > epochs(&saved) {
+            may_extend(&saved, cfg)?;
+            return self.write_json(CONFIG_FILE, cfg);
+        }
+        bail!(
+            "{}: --resume needs the training config of the saved run ({}); these fields differ: {}",
+            self.path.display(),
+            self.path.join(CONFIG_FILE).display(),
+            diff.join(", ")
+        )
     }
 
     pub fn write_json<S: Serialize>(&self, name: &str, value: &S) -> Result<()> {
