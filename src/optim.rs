@@ -1,6 +1,6 @@
 //! What burn lacks for the official schedule, written once: gradients by state-dict key,
-//! PyTorch's global-norm clipping (`clip_grad_norm_`), PyTorch's Adam (parameters without a
-//! gradient get no state and no step, REFERENCE §4.3), and `MultiStepLR`.
+//! PyTorch's global-norm clipping (`clip_grad_norm_`), PyTorch's Adam and AdamW (parameters
+//! without a gradient get no state and no step, REFERENCE §4.3), SGD, and `MultiStepLR`.
 
 use std::collections::HashMap;
 
@@ -117,8 +117,22 @@ impl Adam {
 
     /// One step with learning rate `lr` on every parameter that has a gradient in `grads`.
     pub fn step<M: HasState>(&mut self, module: &mut M, grads: &KeyedGrads, lr: f64) {
+        self.step_decoupled(module, grads, lr, |_| 0.0);
+    }
+
+    /// `torch.optim.AdamW`: the same step after the decoupled weight decay
+    /// `p ← p·(1 − lr·wd)`, with `wd = decay(key)` per parameter (the UnAV baseline's two
+    /// groups: 0 for biases, norms and scales). Applied as one update `p − (lr·wd·p + step)`,
+    /// which differs from PyTorch's two in-place updates by rounding only.
+    pub fn step_decoupled<M: HasState>(
+        &mut self,
+        module: &mut M,
+        grads: &KeyedGrads,
+        lr: f64,
+        decay: impl Fn(&str) -> f64,
+    ) {
         let c = self.config.clone();
-        update_each(module, grads, |key, _value, grad| {
+        update_each(module, grads, |key, value, grad| {
             let st = self
                 .state
                 .entry(key.to_string())
@@ -140,7 +154,13 @@ impl Adam {
                 .sqrt()
                 .div_scalar(bias2.sqrt())
                 .add_scalar(c.eps);
-            (st.exp_avg.clone() / denom).mul_scalar(lr / bias1)
+            let step = (st.exp_avg.clone() / denom).mul_scalar(lr / bias1);
+            let wd = decay(key);
+            if wd == 0.0 {
+                step
+            } else {
+                step + value.mul_scalar(lr * wd)
+            }
         });
     }
 }

@@ -118,26 +118,38 @@ type KResult<T> = Result<T, PthErrorKind>;
 /// The state dict (name -> tensor, values as f32), sorted by name. See the module docs for
 /// what is accepted and refused.
 pub fn read_state_dict(path: &Path) -> Result<Vec<(String, PthTensor)>, PthError> {
-    read_as(path)
+    read_as(path, &WRAPPER_KEYS)
+}
+
+/// [`read_state_dict`] with other wrapper keys, tried in order (the UnAV checkpoints hold
+/// `state_dict` and `state_dict_ema`; evaluation reads the latter).
+pub fn read_state_dict_under(
+    path: &Path,
+    wrappers: &[&str],
+) -> Result<Vec<(String, PthTensor)>, PthError> {
+    read_as(path, wrappers)
 }
 
 /// Same as [`read_state_dict`], with f64 values (no rounding of f64 checkpoints).
 pub fn read_state_dict_f64(path: &Path) -> Result<Vec<(String, PthTensorF64)>, PthError> {
-    read_as(path)
+    read_as(path, &WRAPPER_KEYS)
 }
 
-fn read_as<T: Elem>(path: &Path) -> Result<Vec<(String, PthTensorOf<T>)>, PthError> {
-    read_inner(path).map_err(|kind| PthError {
+fn read_as<T: Elem>(
+    path: &Path,
+    wrappers: &[&str],
+) -> Result<Vec<(String, PthTensorOf<T>)>, PthError> {
+    read_inner(path, wrappers).map_err(|kind| PthError {
         path: path.to_path_buf(),
         kind,
     })
 }
 
-fn read_inner<T: Elem>(path: &Path) -> KResult<Vec<(String, PthTensorOf<T>)>> {
+fn read_inner<T: Elem>(path: &Path, wrappers: &[&str]) -> KResult<Vec<(String, PthTensorOf<T>)>> {
     std::fs::metadata(path).map_err(PthErrorKind::Read)?;
     let tree = PytorchReader::read_pickle_data(path, None).map_err(PthErrorKind::Parse)?;
     check_globals(&tree)?;
-    let reader = match state_dict_key(&tree)? {
+    let reader = match state_dict_key(&tree, wrappers)? {
         None => PytorchReader::new(path),
         Some(key) => PytorchReader::with_top_level_key(path, key),
     }
@@ -188,7 +200,7 @@ fn entries(
 
 /// Where the state dict is (`None`: the top level, else the wrapper key), after checking that
 /// every entry of it is a tensor.
-fn state_dict_key(tree: &PickleValue) -> KResult<Option<&'static str>> {
+fn state_dict_key<'a>(tree: &PickleValue, wrappers: &[&'a str]) -> KResult<Option<&'a str>> {
     let PickleValue::Dict(root) = tree else {
         return Err(PthErrorKind::NoStateDict(format!(
             "the top-level object is {}, not a dict",
@@ -199,8 +211,9 @@ fn state_dict_key(tree: &PickleValue) -> KResult<Option<&'static str>> {
     let key = if all_tensors && entries(root).next().is_some() {
         None
     } else {
-        WRAPPER_KEYS
-            .into_iter()
+        wrappers
+            .iter()
+            .copied()
             .find(|k| matches!(root.get(*k), Some(PickleValue::Dict(_))))
     };
     let sd = match key.and_then(|k| root.get(k)) {
