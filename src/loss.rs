@@ -88,25 +88,49 @@ pub fn cross_entropy(z: Tensor<2>, onehot: Tensor<2>) -> Tensor<1> {
 /// Per video, rows are the T query views then the T key views; row i's positives are every
 /// other row of an event segment if i is an event, and its own other view otherwise.
 pub fn contrastive(q: Tensor<3>, k: Tensor<3>, targets: &Targets, tau: f64) -> Tensor<1> {
+    contrastive_masked(q, k, &targets.is_event, None, tau)
+}
+
+/// [`contrastive`] over the valid steps only (`valid` `[B, T]`, 1/0; `None`: all valid), as
+/// the dense model needs for its padded sequences: invalid rows are left out of the mean and
+/// invalid columns out of every sum. `is_event` `[B, T]` (1 for an event step).
+pub fn contrastive_masked(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    is_event: &[f32],
+    valid: Option<&[f32]>,
+    tau: f64,
+) -> Tensor<1> {
     let [b, t, _] = q.dims();
     let device = q.device();
     let n = 2 * t;
     let f = Tensor::cat(vec![q, k], 1); // [B, 2T, d]
     let s = f.clone().matmul(f.swap_dims(1, 2)).div_scalar(tau); // [B, 2T, 2T]
 
+    let ok = |v: usize, step: usize| valid.is_none_or(|m| m[v * t + step] > 0.5);
     let mut positives = vec![0f32; b * n * n];
     let mut others = vec![0f32; b * n * n];
     let mut log_count = vec![0f32; b * n];
+    let mut row_weight = vec![0f32; b * n];
     for v in 0..b {
-        let y = &targets.is_event[v * t..(v + 1) * t];
+        let y = &is_event[v * t..(v + 1) * t];
         for i in 0..n {
+            let ti = i % t;
+            if !ok(v, ti) {
+                // A padded row: its own other view keeps the sums finite; weight 0.
+                let j = (i + t) % n;
+                positives[(v * n + i) * n + j] = 1.0;
+                others[(v * n + i) * n + j] = 1.0;
+                continue;
+            }
+            row_weight[v * n + i] = 1.0;
             let mut count = 0;
             for j in 0..n {
-                if i == j {
+                let tj = j % t;
+                if i == j || !ok(v, tj) {
                     continue;
                 }
                 others[(v * n + i) * n + j] = 1.0;
-                let (ti, tj) = (i % t, j % t);
                 if (y[ti] > 0.5 && y[tj] > 0.5) || ti == tj {
                     positives[(v * n + i) * n + j] = 1.0;
                     count += 1;
@@ -117,11 +141,17 @@ pub fn contrastive(q: Tensor<3>, k: Tensor<3>, targets: &Targets, tau: f64) -> T
     }
     let mask = |m: Vec<f32>| Tensor::<3>::from_data(TensorData::new(m, [b, n, n]), &device);
     let (positives, others) = (mask(positives), mask(others));
-    let log_count = Tensor::<2>::from_data(TensorData::new(log_count, [b, n]), &device);
+    let rows = |m: Vec<f32>| Tensor::<2>::from_data(TensorData::new(m, [b, n]), &device);
+    let rows_used: f32 = row_weight.iter().sum();
+    let (log_count, row_weight) = (rows(log_count), rows(row_weight));
 
     let log_pos = masked_logsumexp(s.clone(), positives);
     let log_all = masked_logsumexp(s, others);
-    (log_pos - log_all - log_count).neg().mean()
+    let per_row = (log_pos - log_all - log_count).neg();
+    match valid {
+        None => per_row.mean(),
+        Some(_) => (per_row * row_weight).sum().div_scalar(rows_used.max(1.0)),
+    }
 }
 
 /// `log Σ_j mask_ij · e^{x_ij}` over the last axis; every row must have a non-zero mask.

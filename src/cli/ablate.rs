@@ -3,15 +3,17 @@ use std::path::PathBuf;
 use super::args::DeviceArg;
 use anyhow::Result;
 use cace_net::ablate::{self, AblateOptions};
+use cace_net::dense::ablate as dense_ablate;
+use cace_net::dense::train::DenseTrainConfig;
 
 use super::train::load_config;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Table of the paper: 1, 2, 3, 4, S1, S2, S4 or S5 (3 and S5 compare features: DATA holds one folder per row, README).
+    /// Table of the paper: 1, 2, 3, 4, S1, S2, S4 or S5 (3 and S5 compare features: DATA holds one folder per row, README); S3 on UnAV-layout data (dense localization).
     #[arg(long)]
     table: String,
-    /// Dataset directory in the AVE layout.
+    /// Dataset directory in the AVE layout (S3: the UnAV layout).
     #[arg(long)]
     data: PathBuf,
     /// Output directory: one run per row and seed, table.md and table.json.
@@ -26,7 +28,8 @@ pub struct Args {
     /// Epochs per run (default: the base config's, 200).
     #[arg(long)]
     epochs: Option<usize>,
-    /// Base training config (JSON); each row changes it. Default: the published run.
+    /// Base training config (JSON; S3: a dense training config); each row changes it.
+    /// Default: the published run.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Runs trained at the same time.
@@ -37,6 +40,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if dense_ablate::is_s3(&a.table) {
+        return run_s3(a);
+    }
     let mut base = load_config(a.config.as_ref())?;
     if let Some(e) = a.epochs {
         base.epochs = e;
@@ -56,6 +62,37 @@ pub fn run(a: Args) -> Result<()> {
         device: a.device.get()?,
     })?;
     println!("{}", ablate::markdown(&result));
+    println!(
+        "wrote {} and {}",
+        a.out.join("table.md").display(),
+        a.out.join("table.json").display()
+    );
+    Ok(())
+}
+
+/// Table S3: the dense model on UnAV-layout data (`epochs` counts the cosine epochs after the
+/// warm-up, as `cace dense train --epochs`).
+fn run_s3(a: Args) -> Result<()> {
+    let mut base: DenseTrainConfig = match &a.config {
+        Some(p) => super::train::read_config(p, "dense training config")?,
+        None => DenseTrainConfig::default(),
+    };
+    if let Some(e) = a.epochs {
+        base.epochs = e;
+    }
+    let seeds = if a.seed_list.is_empty() {
+        (1..=a.seeds).collect()
+    } else {
+        a.seed_list
+    };
+    let result = dense_ablate::run(&dense_ablate::S3Options {
+        data: a.data,
+        out: a.out.clone(),
+        base,
+        seeds,
+        device: a.device.get()?,
+    })?;
+    println!("{}", dense_ablate::markdown(&result));
     println!(
         "wrote {} and {}",
         a.out.join("table.md").display(),

@@ -5,6 +5,7 @@
 //! evaluation: mAP at tIoU 0.1–0.9 ([`metrics`]), soft-NMS ([`nms`]) and the inference
 //! post-processing ([`postprocess`]).
 
+pub mod ablate;
 pub mod checkpoint;
 pub mod data;
 pub mod infer;

@@ -4,10 +4,12 @@
 //! One batch, in the order of the official `forward`:
 //! 1. [`preprocess`]: pad every video's visual `[C_v, n]` and audio `[C_a, n]` features with
 //!    zeros to one length ([`padded_length`]) and build the validity mask `[B, T]`;
+//!    (CACE-Net's [`avca`] on these features when `avca`;)
 //! 2. [`backbone`]: per-modality embedding → position embedding → stem → cross-modal fusion →
 //!    pyramid of `arch[2] + 1` levels (stride 2^l), visual and audio features `[B, E, T_l]`;
 //! 3. concatenate visual ‖ audio per level → `[B, 2E, T_l]`;
 //! 4. [`dependency`] block (if `use_dependency`);
+//!    (CACE-Net's [`bece`] on the features the classification head reads when `bece`;)
 //! 5. [`heads`]: class logits `[B, T_l, C]` and offsets `[B, T_l, C, 2]` (class-aware) per level.
 //!
 //! Training: [`labels`] assigns targets to the points of [`points`], [`losses`] computes the
@@ -18,7 +20,9 @@
 //! on an autodiff device drop path is active (training). Dropout is 0 in the UnAV config and
 //! not built.
 
+pub mod avca;
 pub mod backbone;
+pub mod bece;
 pub mod blocks;
 pub mod dependency;
 pub mod heads;
@@ -32,7 +36,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::model::state::{HasState, Prefix, StateVisitor};
+use avca::DenseAvca;
 use backbone::{BackboneConfig, ConvTransformerBackbone};
+use bece::{BeceViews, DenseBece};
 use dependency::DependencyBlock;
 use heads::{ClsHead, HeadConfig, RegHead};
 use points::PointGenerator;
@@ -75,6 +81,17 @@ pub struct DenseModelConfig {
     pub head_empty_cls: Vec<usize>,
     /// Drop-path rate; > 0 also creates the AffineDropPath scales (official 0.1).
     pub droppath: f64,
+    /// CACE-Net's AVCA on the snippet features before the backbone ([`avca`]); off in the
+    /// UnAV baseline.
+    pub avca: bool,
+    /// Width of AVCA's channel-attention bottleneck.
+    pub avca_dim: usize,
+    /// AVCA's ψ (the AVE run's 0.3).
+    pub avca_psi: f64,
+    /// CACE-Net's BECE on the fused features feeding the classification head ([`bece`]).
+    pub bece: bool,
+    /// BECE's λ (the AVE run's 0.6).
+    pub bece_lambda: f64,
 }
 
 impl Default for DenseModelConfig {
@@ -110,6 +127,11 @@ impl Default for DenseModelConfig {
             cls_prior_prob: 0.01,
             head_empty_cls: Vec::new(),
             droppath: 0.1,
+            avca: false,
+            avca_dim: 512,
+            avca_psi: 0.3,
+            bece: false,
+            bece_lambda: 0.6,
         }
     }
 }
@@ -144,6 +166,9 @@ impl DenseModelConfig {
             if v == 0 {
                 bail!("{name} must be positive");
             }
+        }
+        if self.avca && self.avca_dim < 2 {
+            bail!("avca_dim must be at least 2 (got {})", self.avca_dim);
         }
         if self.embd_dim % self.n_head != 0 {
             bail!(
@@ -278,14 +303,20 @@ pub struct DenseOutput {
     pub cls_logits: Vec<Tensor<3>>,
     pub offsets: Vec<Tensor<4>>,
     pub masks: Vec<Tensor<2>>,
+    /// BECE's two views, in training once BECE is switched on.
+    pub bece: Option<BeceViews>,
 }
 
 #[derive(Module, Debug)]
 pub struct DenseModel {
+    pub avca: Option<DenseAvca>,
     pub backbone: ConvTransformerBackbone,
     pub dependency_block: Option<DependencyBlock>,
     pub cls_head: ClsHead,
     pub reg_head: RegHead,
+    pub bece: Option<DenseBece>,
+    /// Whether BECE acts (the AVE model's `switch`): off in training before its start epoch.
+    pub bece_on: bool,
     pub num_classes: usize,
     pub class_aware: bool,
 }
@@ -333,11 +364,26 @@ impl DenseModel {
             kernel_size: config.head_kernel_size,
             with_ln: config.head_with_ln,
         };
+        let avca = config.avca.then(|| {
+            DenseAvca::new(
+                config.input_dim_v,
+                config.input_dim_a,
+                config.avca_dim,
+                config.avca_psi,
+                device,
+            )
+        });
+        let bece = config
+            .bece
+            .then(|| DenseBece::new(2 * e, config.bece_lambda, device));
         Ok(Self {
+            avca,
             backbone,
             dependency_block,
             cls_head: ClsHead::new(&head, config.cls_prior_prob, &config.head_empty_cls, device),
             reg_head: RegHead::new(&head, config.arch[2] + 1, config.class_aware, device),
+            bece,
+            bece_on: config.bece,
             num_classes: config.num_classes,
             class_aware: config.class_aware,
         })
@@ -365,11 +411,15 @@ impl DenseModel {
 
     /// The padded batch → per-level outputs (official `forward` before `losses`/`inference`).
     pub fn forward(&self, batch: &DenseBatch) -> DenseOutput {
-        let (feats_v, feats_a, masks) = self.backbone.forward(
-            batch.visual.clone(),
-            batch.audio.clone(),
-            batch.mask.clone(),
-        );
+        let (visual, audio) = match &self.avca {
+            Some(avca) => avca.forward(
+                batch.visual.clone(),
+                batch.audio.clone(),
+                batch.mask.clone(),
+            ),
+            None => (batch.visual.clone(), batch.audio.clone()),
+        };
+        let (feats_v, feats_a, masks) = self.backbone.forward(visual, audio, batch.mask.clone());
         // Visual ‖ audio per level: [B, 2E, T_l].
         let feats: Vec<Tensor<3>> = feats_v
             .into_iter()
@@ -380,7 +430,11 @@ impl DenseModel {
             Some(dep) => dep.forward(feats, &masks),
             None => feats,
         };
-        let cls = self.cls_head.forward(&feats, &masks); // [B, C, T_l]
+        let (cls_in, bece) = match (&self.bece, self.bece_on) {
+            (Some(b), true) => b.forward(&feats, &masks, batch.mask.device().is_autodiff()),
+            _ => (feats.clone(), None),
+        };
+        let cls = self.cls_head.forward(&cls_in, &masks); // [B, C, T_l]
         let off = self.reg_head.forward(&feats, &masks); // [B, 2C or 2, T_l]
         let classes = if self.class_aware {
             self.num_classes
@@ -397,17 +451,24 @@ impl DenseModel {
                 })
                 .collect(),
             masks,
+            bece,
         }
     }
 }
 
 impl HasState for DenseModel {
     fn visit_state<V: StateVisitor>(&mut self, at: &Prefix, v: &mut V) {
+        if let Some(avca) = self.avca.as_mut() {
+            avca.visit_state(&at.child("avca"), v);
+        }
         self.backbone.visit_state(&at.child("backbone"), v);
         if let Some(dep) = self.dependency_block.as_mut() {
             dep.visit_state(&at.child("dependency_block"), v);
         }
         self.cls_head.visit_state(&at.child("cls_head"), v);
         self.reg_head.visit_state(&at.child("reg_head"), v);
+        if let Some(bece) = self.bece.as_mut() {
+            bece.visit_state(&at.child("bece"), v);
+        }
     }
 }

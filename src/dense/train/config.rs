@@ -34,6 +34,12 @@ pub struct DenseTrainConfig {
     /// Regression weight (≤ 0: balanced automatically).
     pub loss_weight: f64,
     pub label_smoothing: f64,
+    /// First epoch (0-based) with BECE on (when `model.bece`): its λ-mix and contrastive term.
+    /// `None`: ⌈all epochs / 8⌉, the AVE code's `epoch >= n_epoch / 8`.
+    pub bece_start_epoch: Option<usize>,
+    /// Weight of BECE's contrastive term and its temperature (the AVE run's 1.0 and 0.01).
+    pub contrastive_weight: f64,
+    pub tau: f64,
     pub seed: u64,
 }
 
@@ -56,6 +62,9 @@ impl Default for DenseTrainConfig {
             loss_norm_momentum: 0.9,
             loss_weight: 1.0,
             label_smoothing: 0.0,
+            bece_start_epoch: None,
+            contrastive_weight: 1.0,
+            tau: 0.01,
             seed: 1234567891,
         }
     }
@@ -65,6 +74,15 @@ impl DenseTrainConfig {
     /// All epochs of a run (the official `max_epochs`).
     pub fn total_epochs(&self) -> usize {
         self.epochs + self.warmup_epochs
+    }
+
+    /// Whether BECE acts in epoch `epoch` (0-based).
+    pub fn bece_on(&self, epoch: usize) -> bool {
+        self.model.bece
+            && epoch
+                >= self
+                    .bece_start_epoch
+                    .unwrap_or(self.total_epochs().div_ceil(8))
     }
 
     /// Errors name the field.
@@ -99,6 +117,7 @@ impl DenseTrainConfig {
             ("weight_decay", self.weight_decay),
             ("eps", self.eps),
             ("init_loss_norm", self.init_loss_norm),
+            ("contrastive_weight", self.contrastive_weight),
         ];
         for (name, v) in rates {
             if !(v.is_finite() && v >= 0.0) {
@@ -114,6 +133,9 @@ impl DenseTrainConfig {
             if !(0.0..1.0).contains(&v) {
                 bail!("{name} must be in [0, 1) (got {v})");
             }
+        }
+        if !(self.tau.is_finite() && self.tau > 0.0) {
+            bail!("tau must be a positive number (got {})", self.tau);
         }
         Ok(())
     }

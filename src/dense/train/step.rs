@@ -10,9 +10,11 @@ use super::config::DenseTrainConfig;
 use super::ema;
 use crate::dense::data::DenseItem;
 use crate::dense::infer::item_features;
+use crate::dense::model::bece::BeceViews;
 use crate::dense::model::labels::label_points;
 use crate::dense::model::losses::{LossNormalizer, dense_losses};
 use crate::dense::model::{DenseModel, VideoFeatures, preprocess};
+use crate::loss::contrastive_masked;
 use crate::optim::{Adam, AdamConfig, KeyedGrads};
 
 /// Losses of one step (read back to the host).
@@ -21,6 +23,8 @@ pub struct StepLosses {
     pub cls: f64,
     pub reg: f64,
     pub total: f64,
+    /// BECE's contrastive term (before its weight), once BECE is on.
+    pub contrastive: Option<f64>,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
 }
@@ -67,6 +71,13 @@ impl DenseTrainer {
         })
     }
 
+    /// Switches BECE on or off in the trained model and the moving average.
+    pub fn set_bece(&mut self, on: bool) {
+        let on = on && self.cfg.model.bece;
+        self.model.bece_on = on;
+        self.ema.bece_on = on;
+    }
+
     /// One iteration on `items` (already truncated to the training window) with rate `lr`.
     pub fn step(&mut self, items: &[DenseItem], lr: f64) -> Result<StepLosses> {
         let videos: Vec<VideoFeatures> = items
@@ -76,6 +87,9 @@ impl DenseTrainer {
         let batch = preprocess(&videos, &self.cfg.model, true)?;
         let out = self.model.forward(&batch);
         let (gt_cls, gt_off) = self.targets(items);
+        let contrast = out
+            .bece
+            .map(|views| self.contrastive(views, &gt_cls, &out.masks));
         let losses = dense_losses(
             &out.cls_logits,
             &out.offsets,
@@ -86,7 +100,11 @@ impl DenseTrainer {
             self.cfg.loss_weight,
             self.cfg.label_smoothing,
         );
-        let mut grads = KeyedGrads::collect(&self.model, &losses.total.backward());
+        let total = match &contrast {
+            Some(c) => losses.total.clone() + c.clone().mul_scalar(self.cfg.contrastive_weight),
+            None => losses.total.clone(),
+        };
+        let mut grads = KeyedGrads::collect(&self.model, &total.backward());
         let norm = if self.cfg.clip_grad_l2norm > 0.0 {
             grads.clip_global_norm(self.cfg.clip_grad_l2norm)
         } else {
@@ -102,9 +120,18 @@ impl DenseTrainer {
         Ok(StepLosses {
             cls: read(losses.cls),
             reg: read(losses.reg),
-            total: read(losses.total),
+            total: read(total),
+            contrastive: contrast.map(read),
             grad_norm: read(norm),
         })
+    }
+
+    /// BECE's contrastive term over the valid points: a point is an event when it is a
+    /// positive for some class.
+    fn contrastive(&self, views: BeceViews, gt_cls: &Tensor<3>, masks: &[Tensor<2>]) -> Tensor<1> {
+        let is_event = crate::to_vec(gt_cls.clone().max_dim(2));
+        let valid = crate::to_vec(Tensor::cat(masks.to_vec(), 1).inner());
+        contrastive_masked(views.q, views.k, &is_event, Some(&valid), self.cfg.tau)
     }
 
     /// Class targets `[B, FT, C]` and offsets `[B, FT, C, 2]` (class-aware) or `[B, FT, 1, 2]`.

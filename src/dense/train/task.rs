@@ -35,6 +35,8 @@ pub struct DenseLog {
     pub loss: f64,
     pub cls_loss: f64,
     pub reg_loss: f64,
+    /// BECE's contrastive term (unweighted), in epochs with BECE on.
+    pub contrastive_loss: Option<f64>,
     /// Rate of the epoch's last iteration.
     pub lr: f64,
     pub seconds: f64,
@@ -129,6 +131,8 @@ impl Task for DenseTask<'_> {
         let t0 = Instant::now();
         let seed = epoch_seed(self.trainer.cfg.seed, epoch);
         self.trainer.device.seed(seed);
+        let bece = self.trainer.cfg.bece_on(epoch);
+        self.trainer.set_bece(bece);
         let mut order: Vec<usize> = (0..self.train.len()).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
         let mut crop = SeededRng::new(seed ^ 0x5eed_c0de);
@@ -139,7 +143,7 @@ impl Task for DenseTask<'_> {
         );
         let total = self.trainer.cfg.total_epochs();
         let bar = progress_bar(self.verbose, n, epoch, total);
-        let (mut sums, mut lr) = ([0.0; 3], 0.0);
+        let (mut sums, mut contrast, mut lr) = ([0.0; 3], None::<f64>, 0.0);
         for (i, rows) in order.chunks_exact(bs).enumerate() {
             let items = rows
                 .iter()
@@ -152,6 +156,9 @@ impl Task for DenseTask<'_> {
                 .with_context(|| format!("iteration {}", i + 1))?;
             for (s, v) in sums.iter_mut().zip([l.total, l.cls, l.reg]) {
                 *s += v;
+            }
+            if let Some(c) = l.contrastive {
+                contrast = Some(contrast.unwrap_or(0.0) + c);
             }
             if let Some(bar) = &bar {
                 bar.set_message(format!("loss {:.4}", sums[0] / (i + 1) as f64));
@@ -167,6 +174,7 @@ impl Task for DenseTask<'_> {
             loss: sums[0] / n as f64,
             cls_loss: sums[1] / n as f64,
             reg_loss: sums[2] / n as f64,
+            contrastive_loss: contrast.map(|c| c / n as f64),
             lr,
             seconds: t0.elapsed().as_secs_f64(),
             val_map: val.as_ref().map(|v| v.0),
