@@ -18,10 +18,40 @@ pub struct Args {
     /// Videos per fine-tuning share (with --finetune).
     #[arg(long, default_value_t = 2)]
     local_batch: usize,
+    /// Measure a training iteration of the dense model on this UnAV-layout folder instead
+    /// (`cace dense train`; the official sizes unless --config).
+    #[arg(long)]
+    dense: Option<std::path::PathBuf>,
+    /// Dense training config (JSON) for --dense.
+    #[arg(long, requires = "dense")]
+    config: Option<std::path::PathBuf>,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let device = a.device.get()?;
+    if let Some(data) = &a.dense {
+        let cfg: cace_net::dense::train::DenseTrainConfig = match &a.config {
+            Some(p) => super::train::read_config(p, "dense training config")?,
+            None => Default::default(),
+        };
+        let r = cace_net::dense::bench::run(data, &cfg, a.reps.max(1), &device)?;
+        if a.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "dense training iteration, batch {} × {} snippets, {} threads: {:.0} ms ({:.0} ms per \
+                 video); evaluation forward + post-processing of the batch {:.0} ms; peak RSS {:.0} MB",
+                r.batch,
+                r.max_seq_len,
+                r.threads,
+                r.step_ms,
+                r.ms_per_video,
+                r.eval_ms,
+                r.peak_rss_mb
+            );
+        }
+        return Ok(());
+    }
     if let Some(kind) = a.finetune {
         let r = cace_net::finetune::bench::run(kind, a.local_batch.max(2), a.reps.max(1), &device);
         if a.json {

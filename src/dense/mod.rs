@@ -6,6 +6,7 @@
 //! post-processing ([`postprocess`]).
 
 pub mod ablate;
+pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod infer;

@@ -13,8 +13,10 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::{gelu, softmax};
-use burn::tensor::module::{conv1d, max_pool1d};
-use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
+use burn::tensor::module::max_pool1d;
+use burn::tensor::ops::MaxPoolOptions;
+
+use super::conv::conv1d;
 use burn::tensor::{Device, Distribution, Tensor};
 
 use crate::model::state::{HasState, Layout, Prefix, StateVisitor};
@@ -82,12 +84,13 @@ impl MaskedConv1d {
             self.stride
         );
         let k = self.weight.dims()[2];
-        let options = ConvOptions::new([self.stride], [k / 2], [1], self.groups);
         let out = conv1d(
             x,
             self.weight.val(),
             self.bias.as_ref().map(|b| b.val()),
-            options,
+            self.stride,
+            k / 2,
+            self.groups,
         );
         let out_mask = downsample_mask(mask, self.stride); // [B, T']
         (out * out_mask.clone().unsqueeze_dim::<3>(1), out_mask)
@@ -124,12 +127,7 @@ impl PointwiseConv {
 
     /// `[B, C_in, T]` → `[B, C_out, T]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        conv1d(
-            x,
-            self.weight.val(),
-            Some(self.bias.val()),
-            ConvOptions::new([1], [0], [1], 1),
-        )
+        conv1d(x, self.weight.val(), Some(self.bias.val()), 1, 0, 1)
     }
 }
 
