@@ -15,6 +15,7 @@
 mod attention;
 mod canvas;
 mod curves;
+mod lanes;
 #[cfg(test)]
 mod test_util;
 mod text;
@@ -22,6 +23,7 @@ mod timeline;
 
 pub use attention::{ATTENTION_SIZE, attention_grid};
 pub use curves::{CURVES_SIZE, SERIES_COLORS, Series, training_curves};
+pub use lanes::{Lane, event_lanes, lanes_size};
 pub use timeline::{BACKGROUND_LABEL, CLASS_PALETTE, TimelineRow, timeline, timeline_size};
 
 #[cfg(test)]

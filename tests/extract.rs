@@ -791,3 +791,105 @@ fn predict_video_command_with_real_encoders() {
     assert_eq!(videos[1]["padded_seconds"], 7);
     assert!(figs.join("ten.png").exists() && figs.join("three.png").exists());
 }
+
+/// `cace predict --video --dense` and `cace dense features` through their library functions:
+/// per-second features are the cell means of `encode_clip`'s windows, the UnAV-layout files
+/// read back to the same numbers, and the dense model's events lie in the clip, best first.
+#[test]
+fn dense_video_snippets_features_and_events() {
+    use cace_net::dense::data::features::{FeatureSpec, load_video};
+    use cace_net::dense::model::{DenseModel, DenseModelConfig};
+    use cace_net::dense::video::{
+        lanes_figure, predict_video_dense, snippets, write_unav_features,
+    };
+    if !ffmpeg_or_skip("dense_video_snippets_features_and_events") {
+        return;
+    }
+    let dir = temp_dir("dense-video");
+    let clips = dir.path().join("clips");
+    std::fs::create_dir_all(&clips).unwrap();
+    let long = make_clip(&clips, "long", Clip::new(23.0));
+    let garbage = make_garbage(&clips, "bad.mp4");
+    let (frames, audio) = vgg_like();
+
+    let (f, _) = snippets(&long, &frames, &audio).unwrap();
+    assert_eq!(
+        (f.visual.rows, f.visual.cols, f.audio.rows, f.audio.cols),
+        (512, 23, 128, 23)
+    );
+    let mut windows = Vec::new();
+    encode_clip(&long, &frames, &audio, &mut |w| {
+        windows.push(w);
+        Ok(())
+    })
+    .unwrap();
+    for s in [0usize, 9, 10, 22] {
+        let (w, sec) = (&windows[s / 10], s % 10);
+        for c in [0usize, 100, 511] {
+            let mean = (0..49)
+                .map(|i| w.visual[(sec * 49 + i) * 512 + c])
+                .sum::<f32>()
+                / 49.0;
+            assert!(
+                (mean - f.visual.data[c * 23 + s]).abs() < 1e-5,
+                "second {s} channel {c}"
+            );
+        }
+        for c in [0usize, 127] {
+            assert_eq!(w.audio[sec * 128 + c], f.audio.data[c * 23 + s]);
+        }
+    }
+
+    let out = dir.path().join("unav");
+    let r = write_unav_features(&[long.clone(), garbage], &out, &frames, &audio, false).unwrap();
+    assert_eq!((r.written, r.failed.len()), (vec!["long".to_string()], 1));
+    let folder = out.join("av_features");
+    let spec = FeatureSpec {
+        folder: &folder,
+        prefix: "",
+        ext: ".npy",
+        rgb_dim: 512,
+        flow_dim: 0,
+        audio_dim: 128,
+        downsample_rate: 1,
+    };
+    assert_eq!(load_video(&spec, "long").unwrap(), f);
+    let hint: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("dense_config.json")).unwrap()).unwrap();
+    assert_eq!(hint["data"]["rgb_dim"], 512);
+
+    let device = Device::flex();
+    device.seed(4);
+    let cfg = DenseModelConfig {
+        input_dim_v: 512,
+        input_dim_a: 128,
+        embd_dim: 16,
+        head_dim: 16,
+        num_classes: 4,
+        max_seq_len: 32,
+        dependency_dim: 4,
+        ..DenseModelConfig::default()
+    };
+    let model = DenseModel::new(&cfg, &device).unwrap();
+    let names = vec![("dog barking".to_string(), 2)];
+    let r = predict_video_dense(&model, &cfg, &names, &long, &frames, &audio, &device).unwrap();
+    assert_eq!(r.seconds, 23);
+    assert!(!r.events.is_empty() && r.events.len() <= 100);
+    for (k, e) in r.events.iter().enumerate() {
+        assert!(
+            0.0 <= e.start && e.start <= e.end && e.end <= r.duration,
+            "{e:?}"
+        );
+        assert_eq!(e.label == "dog barking", e.label_id == 2, "{e:?}");
+        assert!(k == 0 || r.events[k - 1].score >= e.score);
+    }
+    let png = dir.path().join("lanes.png");
+    lanes_figure(&r, &png, 0.0).unwrap();
+    let lanes = {
+        let mut ids: Vec<i64> = r.events.iter().map(|e| e.label_id).collect();
+        ids.sort();
+        ids.dedup();
+        ids.len()
+    };
+    assert_eq!(png_size(&png), cace_net::plot::lanes_size(lanes));
+}

@@ -40,6 +40,14 @@ pub struct Args {
     /// frame (paper Figure 5), `<video>_<kind>_t<second>.png`, for `--video`.
     #[arg(long, requires = "video")]
     attention: Option<PathBuf>,
+    /// Dense localization with a `cace dense train` checkpoint (its model trained on
+    /// `cace dense features` of the same `--encoders`): every event with start, end, label and
+    /// score, overlapping allowed, instead of one label per second.
+    #[arg(long, requires = "video")]
+    dense: bool,
+    /// With --dense: events below this score are left out of the figure (all are in the JSON).
+    #[arg(long, default_value_t = 0.3, requires = "dense")]
+    min_score: f64,
     /// Videos per forward pass (memory vs speed; results do not change).
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -49,6 +57,9 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     if let Some(video) = a.video.clone() {
+        if a.dense {
+            return run_video_dense(a, &video);
+        }
         return run_video(a, &video);
     }
     let (Some(data), Some(out)) = (&a.data, &a.out) else {
@@ -208,5 +219,57 @@ fn write_video_results(
     checkpoint::native::write_atomic(out, &json)
         .with_context(|| format!("writing {}", out.display()))?;
     println!("results → {}", out.display());
+    Ok(())
+}
+
+/// `--video FILE --dense`: per-second features with the AVE encoders, the dense model over the
+/// whole clip, `{"events": [...]}` and a lanes figure.
+fn run_video_dense(a: Args, video: &Path) -> Result<()> {
+    use cace_net::dense::{checkpoint as dense_ckpt, video as dense_video};
+    if !decode::available() {
+        bail!(decode::NOT_BUILT);
+    }
+    if video.is_dir() {
+        bail!(
+            "--dense takes one video file (got the folder {})",
+            video.display()
+        );
+    }
+    let device = a.device.get()?;
+    open_clip(video)?;
+    let path = &a.checkpoint.path;
+    let (model, cfg) = dense_ckpt::load(path, dense_ckpt::Weights::Ema, None, &device)?;
+    let names = dense_ckpt::class_names(path)?;
+    let weights = a.weights.as_deref().expect("clap requires --weights");
+    let (frames, audio) = load_encoders(a.encoders, weights, &device)?;
+    let r = dense_video::predict_video_dense(
+        &model,
+        &cfg.model,
+        &names,
+        video,
+        frames.as_ref(),
+        audio.as_ref(),
+        &device,
+    )?;
+    println!(
+        "{}: {} seconds, {} detections; the best:",
+        r.video,
+        r.seconds,
+        r.events.len()
+    );
+    for e in r.events.iter().take(10) {
+        println!(
+            "  {:>7.1} – {:>7.1} s  {:<32} {:.3}",
+            e.start, e.end, e.label, e.score
+        );
+    }
+    if let Some(out) = &a.out {
+        checkpoint::native::write_atomic(out, &serde_json::to_vec_pretty(&r)?)?;
+        println!("events → {}", out.display());
+    }
+    if let Some(fig) = &a.figure {
+        dense_video::lanes_figure(&r, fig, a.min_score)?;
+        println!("timeline → {}", fig.display());
+    }
     Ok(())
 }

@@ -18,6 +18,8 @@ use crate::fsutil::write_file;
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const EMA_FILE: &str = "ema.safetensors";
 pub const CONFIG_FILE: &str = "train_config.json";
+/// The class names of the training annotations, `[[name, id], ...]`.
+pub const CLASSES_FILE: &str = "classes.json";
 
 /// Which weights of a checkpoint to use.
 #[derive(
@@ -31,8 +33,18 @@ pub enum Weights {
     Model,
 }
 
-pub fn save(dir: &Path, model: &StateDict, ema: &StateDict, cfg: &DenseTrainConfig) -> Result<()> {
+pub fn save(
+    dir: &Path,
+    model: &StateDict,
+    ema: &StateDict,
+    cfg: &DenseTrainConfig,
+    names: &[(String, i64)],
+) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    write_file(
+        &dir.join(CLASSES_FILE),
+        serde_json::to_string(names)?.as_bytes(),
+    )?;
     write_file(&dir.join(MODEL_FILE), &native::to_safetensors(model, None)?)?;
     write_file(&dir.join(EMA_FILE), &native::to_safetensors(ema, None)?)?;
     write_file(
@@ -107,6 +119,18 @@ pub fn read(
         .collect();
     let sd = StateDict { entries }.strip_data_parallel_prefix();
     Ok((sd, cfg, path))
+}
+
+/// The class names a checkpoint of ours was trained with (empty for an official file or when
+/// the file is absent).
+pub fn class_names(path: &Path) -> Result<Vec<(String, i64)>> {
+    let file = resolve(path).join(CLASSES_FILE);
+    if !file.exists() {
+        return Ok(Vec::new());
+    }
+    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not a list of [name, id]", file.display()))
 }
 
 /// The model of a checkpoint on `device`, with the config it was built from.

@@ -16,3 +16,4 @@ pub mod nms;
 pub mod postprocess;
 pub mod synth;
 pub mod train;
+pub mod video;

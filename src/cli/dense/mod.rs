@@ -1,6 +1,7 @@
 //! `cace dense …`: dense localization on UnAV-100-style data (issue 15).
 
-mod eval;
+pub mod eval;
+mod features;
 mod predict;
 mod train;
 
@@ -25,6 +26,8 @@ enum Command {
     Eval(eval::Args),
     /// Detections of a checkpoint in the official UnAV prediction format.
     Predict(predict::Args),
+    /// Per-second features of one's own videos (the AVE encoders) in the UnAV layout.
+    Features(features::Args),
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -32,6 +35,7 @@ pub fn run(a: Args) -> Result<()> {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Features(a) => features::run(a),
     }
 }
 
@@ -41,10 +45,10 @@ pub fn run(a: Args) -> Result<()> {
 pub struct ModelArgs {
     /// Run directory, checkpoint directory (`best/`, `last/`), or official UnAV `.pth.tar`.
     #[arg(long)]
-    checkpoint: PathBuf,
+    pub checkpoint: PathBuf,
     /// The moving average of the weights (as the official eval.py) or the weights as trained.
     #[arg(long, value_enum, default_value = "ema")]
-    weights: Weights,
+    pub weights: Weights,
     /// Settings as JSON (fields of `DenseTrainConfig`); needed for an official `.pth.tar`,
     /// which does not hold its config.
     #[arg(long)]
@@ -52,7 +56,7 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn config(&self) -> Result<Option<DenseTrainConfig>> {
+    pub fn config(&self) -> Result<Option<DenseTrainConfig>> {
         self.config
             .as_ref()
             .map(|p| super::train::read_config(p, "dense training config"))

@@ -200,7 +200,13 @@ impl Task for DenseTask<'_> {
     }
 
     fn save_model(&self, weights: &Self::Weights, dir: &Path) -> Result<()> {
-        dense_ckpt::save(dir, &weights.0, &weights.1, &self.trainer.cfg)
+        dense_ckpt::save(
+            dir,
+            &weights.0,
+            &weights.1,
+            &self.trainer.cfg,
+            &self.train.label_dict,
+        )
     }
 
     fn save_resume_state(&self, dir: &Path) -> Result<()> {
