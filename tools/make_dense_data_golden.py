@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden items of the official UnAV-100 loader for tests/dense_data.rs.
+"""Golden items of the official UnAV-100 loader for tests/dense/data.rs.
 
 Writes a tiny UnAV-layout dataset (4 videos, random features with small channel counts,
 overlapping events, train/validation/test subsets) under OUT/data/ and, for several loader
@@ -118,7 +118,7 @@ def item_record(d, key, tensors):
 
 def targets_record(d):
     """The per-point targets the official __getitem__ attaches (for the model's target
-    assignment, not read by tests/dense_data.rs): points per level as [count, lo, hi, stride]
+    assignment, not read by tests/dense/data.rs): points per level as [count, lo, hi, stride]
     (point i of a level sits at t = i * stride), and the non-zero entries of gt_cls_labels
     [point, class] and gt_offsets [point, class, left, right] (class-aware), points numbered
     across levels in order."""

@@ -46,7 +46,7 @@ Files written under --out:
    The official DependencyBlock alone has ~204k parameters whatever the widths (n_embd 128 is
    hard-coded) and the file holds four copies (model, EMA, Adam's two moments), so this file
    is made with use_dependency False (1.1 MB instead of 4.8 MB; the block's forward and
-   gradients are compared in tests/dense_model.rs), by a second, tiny run of the same loop
+   gradients are compared in tests/dense/model.rs), by a second, tiny run of the same loop
    (input_dim_V 16, input_dim_A 16, embd_dim 8, head_dim 8, n_head 4, num_classes 2; the rest
    as the slim model) on its own batch (lengths
    64 and 45). Its model config is stored in official_ckpt_inputs.safetensors.

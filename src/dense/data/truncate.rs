@@ -18,7 +18,7 @@
 //! (which `randint` calls, with which bounds, in which order) is the official one, so a
 //! recorded Python sequence replayed through [`RandInt`] gives the official result exactly,
 //! and so does [`super::pyrandom::PyRandom`] (CPython's Mersenne Twister) after the same
-//! `random.seed(n)` in one process (`tests/dense_data.rs` checks both).
+//! `random.seed(n)` in one process (`tests/dense/data.rs` checks both).
 
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt as _, SeedableRng};

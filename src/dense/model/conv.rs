@@ -7,7 +7,7 @@
 //! micro-kernels; the step took 1.9× PyTorch's, BENCHMARKS.md). Written with `narrow`, `cat`
 //! and `matmul`, both directions are large, well-shaped GEMMs (matmul's backward) plus copies.
 //! Depthwise convolutions (one group per channel) are a weighted sum of K shifted views.
-//! tests/dense_model.rs compares the whole model with the official one, and the unit test
+//! tests/dense/model.rs compares the whole model with the official one, and the unit test
 //! below this with burn's `conv1d`.
 
 use burn::tensor::Tensor;

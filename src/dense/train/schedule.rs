@@ -3,7 +3,7 @@
 //! rate over the warm-up steps, then a cosine down to `eta_min` = 1e-8 at the last step.
 //!
 //! The official scheduler is written in PyTorch's chained form (each rate from the previous
-//! one); this is its closed form, which it equals up to rounding (tests/dense_train.rs
+//! one); this is its closed form, which it equals up to rounding (tests/dense/train.rs
 //! compares all 315 rates of a 45-epoch run).
 
 #[derive(Debug, Clone, Copy, PartialEq)]

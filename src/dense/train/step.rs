@@ -158,7 +158,7 @@ impl DenseTrainer {
 /// The official weight-decay groups (`make_optimizer`): weights of linear layers and
 /// convolutions decay; biases, LayerNorm weights and the `Scale` / `AffineDropPath` scales do
 /// not. Told apart by the state-dict key: the norms are the modules named `ln*` or `*norm*`
-/// (tests/dense_train.rs checks the split against the official groups, key by key).
+/// (tests/dense/train.rs checks the split against the official groups, key by key).
 pub fn decays(key: &str) -> bool {
     let Some(module) = key.strip_suffix(".weight") else {
         return false;

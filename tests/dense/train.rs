@@ -7,7 +7,7 @@
 //! scores it through the `eval.py` path.
 //!
 //! Tolerances. Losses and gradient norms: relative 1e-4 (the forward/backward parity of
-//! tests/dense_model.rs is ~1e-6; four steps compound it). Updates (after − before), per tensor
+//! tests/dense/model.rs is ~1e-6; four steps compound it). Updates (after − before), per tensor
 //! against the largest official update: at most 1e-2 of it anywhere and 1e-3 of it RMS, plus a
 //! floor of 1e-7 for the parameters whose gradients are ~1e-13 or analytically zero (key
 //! biases), whose updates are rounding on both sides. Measured: 5e-3 max, 3.6e-4 RMS (single
@@ -17,7 +17,7 @@
 //! groups themselves are compared key by key with the official ones.
 //! Detections: scores 1e-4, segment ends 1e-3 s, labels exact.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;

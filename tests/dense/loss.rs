@@ -10,7 +10,7 @@
 //! losses 1e-5 relative (sums of ~1500 f32 terms in a different order); gradients 1e-5
 //! relative to the largest gradient magnitude.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

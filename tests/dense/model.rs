@@ -10,7 +10,7 @@
 //! error is ~1e-6 of the output scale, so 1e-4 leaves two orders of margin while a real
 //! mistake (a wrong mask, a swapped modality, a mis-ordered reshape) moves outputs by 1e-2..1.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;
