@@ -34,6 +34,51 @@ pub struct BenchResult {
     pub matmul_gflops_512: f64,
     pub matmul_gflops_1536: f64,
     pub batch_assembly_ms: f64,
+    /// Cores busy (process CPU time / wall time) during the timed training steps and the
+    /// timed evaluation batches.
+    pub train_cpu_util: f64,
+    pub eval_cpu_util: f64,
+    /// Peak RSS (MB) of the training phase and of the evaluation phase alone (the kernel's
+    /// high-water mark reset before each; equal to the process peak where that fails).
+    pub train_peak_rss_mb: f64,
+    pub eval_peak_rss_mb: f64,
+}
+
+/// What one phase cost: median seconds, cores busy on average, peak RSS (MB).
+pub struct Phase {
+    pub seconds: f64,
+    pub cpu_util: f64,
+    pub peak_rss_mb: f64,
+}
+
+/// [`time`] with the phase's CPU use and its own peak memory: the high-water mark is reset
+/// (`/proc/self/clear_refs`, Linux) before the warm-up and read after the last repetition.
+pub fn phase<F: FnMut()>(warmup: usize, reps: usize, mut f: F) -> Phase {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    for _ in 0..warmup {
+        f();
+    }
+    let (cpu0, wall0) = (cpu_seconds(), Instant::now());
+    let seconds = time(0, reps, f);
+    let wall = wall0.elapsed().as_secs_f64();
+    Phase {
+        seconds,
+        cpu_util: (cpu_seconds() - cpu0) / wall.max(1e-9),
+        peak_rss_mb: peak_rss_mb(),
+    }
+}
+
+/// User + system CPU time of this process so far, from `/proc/self/stat` (0 elsewhere).
+pub fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Clock ticks per second: 100 on every Linux this runs on (USER_HZ).
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 pub fn median(mut xs: Vec<f64>) -> f64 {
@@ -101,7 +146,7 @@ pub fn run(device: &Device, reps: usize) -> BenchResult {
         CaceNet::new(&ModelConfig::default(), &train_device).expect("the default config is valid");
     let mut adam = Adam::new(AdamConfig::default());
     let (v, a, targets) = inputs(b, &mut rng, &train_device);
-    let train_step = time(2, reps, || {
+    let train = phase(2, reps, || {
         let out = model.forward(v.clone(), a.clone(), ForwardOptions::bece_on());
         let terms = objective(&out, &targets, Some(1.0), 0.01);
         let mut grads = KeyedGrads::collect(&model, &terms.total.backward());
@@ -109,6 +154,7 @@ pub fn run(device: &Device, reps: usize) -> BenchResult {
         adam.step(&mut model, &grads, 7e-4);
         sync(model.v_fc.weight.val());
     });
+    let train_step = train.seconds;
 
     // Batch assembly: 64 rows gathered from a contiguous buffer, as training does.
     let rows = 256;
@@ -128,10 +174,11 @@ pub fn run(device: &Device, reps: usize) -> BenchResult {
 
     let eval_model = model.valid();
     let (ve, ae, _) = inputs(b, &mut rng, device);
-    let eval64 = time(1, reps, || {
+    let eval = phase(1, reps, || {
         let out = eval_model.forward(ve.clone(), ae.clone(), ForwardOptions::bece_on());
         sync(out.event_scores);
     });
+    let eval64 = eval.seconds;
     let (v1, a1, _) = inputs(1, &mut rng, device);
     let latency = time(3, reps.max(5), || {
         let out = eval_model.forward(v1.clone(), a1.clone(), ForwardOptions::bece_on());
@@ -162,9 +209,14 @@ pub fn run(device: &Device, reps: usize) -> BenchResult {
         eval_batch64_ms: eval64 * 1e3,
         eval_402_s: 6.0 * eval64 + last,
         latency_ms: latency * 1e3,
-        peak_rss_mb: peak_rss_mb(),
+        // The phases reset the kernel's high-water mark: the process peak is the largest.
+        peak_rss_mb: peak_rss_mb().max(train.peak_rss_mb).max(eval.peak_rss_mb),
         matmul_gflops_512: g512,
         matmul_gflops_1536: g1536,
         batch_assembly_ms: assembly * 1e3,
+        train_cpu_util: train.cpu_util,
+        eval_cpu_util: eval.cpu_util,
+        train_peak_rss_mb: train.peak_rss_mb,
+        eval_peak_rss_mb: eval.peak_rss_mb,
     }
 }

@@ -10,6 +10,7 @@ pub mod ablate;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod conv;
 pub mod data;
 pub mod dense;
 pub mod device;

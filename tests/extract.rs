@@ -885,11 +885,27 @@ fn dense_video_snippets_features_and_events() {
     }
     let png = dir.path().join("lanes.png");
     lanes_figure(&r, &png, 0.0).unwrap();
-    let lanes = {
-        let mut ids: Vec<i64> = r.events.iter().map(|e| e.label_id).collect();
-        ids.sort();
-        ids.dedup();
-        ids.len()
-    };
-    assert_eq!(png_size(&png), cace_net::plot::lanes_size(lanes));
+    let mut ids: Vec<i64> = r.events.iter().map(|e| e.label_id).collect();
+    ids.sort();
+    ids.dedup();
+    let spans: Vec<Vec<(f64, f64, f64)>> = ids
+        .iter()
+        .map(|id| {
+            r.events
+                .iter()
+                .filter(|e| e.label_id == *id)
+                .map(|e| (e.start, e.end, e.score))
+                .collect()
+        })
+        .collect();
+    let lanes: Vec<cace_net::plot::Lane> = ids
+        .iter()
+        .zip(&spans)
+        .map(|(id, events)| cace_net::plot::Lane {
+            name: "x",
+            class: *id as usize,
+            events,
+        })
+        .collect();
+    assert_eq!(png_size(&png), cace_net::plot::lanes_size(&lanes));
 }

@@ -22,6 +22,10 @@ pub struct Args {
     /// (`cace dense train`; the official sizes unless --config).
     #[arg(long)]
     dense: Option<std::path::PathBuf>,
+    /// Also run the official model in PyTorch (`tools/bench_torch.py`, same batch, f32, as many
+    /// threads as this run) with this Python, right after, and print the ratios.
+    #[arg(long, value_name = "PYTHON", conflicts_with_all = ["dense", "finetune"])]
+    compare_pytorch: Option<std::path::PathBuf>,
     /// Dense training config (JSON) for --dense.
     #[arg(long, requires = "dense")]
     config: Option<std::path::PathBuf>,
@@ -66,8 +70,16 @@ pub fn run(a: Args) -> Result<()> {
         return Ok(());
     }
     let r = bench::run(&device, a.reps.max(1));
+    let torch = match &a.compare_pytorch {
+        Some(python) => Some(pytorch(python, a.reps.max(1))?),
+        None => None,
+    };
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        let mut v = serde_json::to_value(&r)?;
+        if let Some(t) = &torch {
+            v["pytorch"] = t.clone();
+        }
+        println!("{v}");
         return Ok(());
     }
     println!(
@@ -110,5 +122,75 @@ pub fn run(a: Args) -> Result<()> {
         "  peak resident memory                            {:>9.0} MB",
         r.peak_rss_mb
     );
+    println!(
+        "  cores busy: training {:.2}, evaluation {:.2}; peak RSS of each phase: {:.0} / {:.0} MB",
+        r.train_cpu_util, r.eval_cpu_util, r.train_peak_rss_mb, r.eval_peak_rss_mb
+    );
+    if let Some(t) = torch {
+        let get = |k: &str| t[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "PyTorch ({}), same run:",
+            t["torch_version"].as_str().unwrap_or("?")
+        );
+        println!(
+            "  training step {:.1} ms (cace / PyTorch = {:.2}×), evaluation of 64 {:.1} ms ({:.2}×), peak RSS {:.0} MB ({:.2}×), matmul {:.1} / {:.1} GFLOP/s",
+            get("train_step_ms"),
+            r.train_step_ms / get("train_step_ms"),
+            get("eval_batch64_ms"),
+            r.eval_batch64_ms / get("eval_batch64_ms"),
+            get("peak_rss_mb"),
+            r.peak_rss_mb / get("peak_rss_mb"),
+            get("matmul_gflops_512"),
+            get("matmul_gflops_1536"),
+        );
+    }
     Ok(())
+}
+
+/// `PYTHON tools/bench_torch.py --json` with this process's threads and repetitions.
+fn pytorch(python: &std::path::Path, reps: usize) -> Result<serde_json::Value> {
+    let tool = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/bench_torch.py");
+    if !tool.exists() {
+        anyhow::bail!(
+            "--compare-pytorch needs {} (part of the source tree)",
+            tool.display()
+        );
+    }
+    let threads = rayon::current_num_threads().to_string();
+    let out = std::process::Command::new(python)
+        .arg(&tool)
+        .args([
+            "--threads",
+            &threads,
+            "--dtype",
+            "float32",
+            "--reps",
+            &reps.to_string(),
+            "--json",
+        ])
+        .output()
+        .map_err(|e| anyhow::anyhow!("--compare-pytorch: cannot run {}: {e}", python.display()))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "--compare-pytorch: {} {} failed: {}",
+            python.display(),
+            tool.display(),
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or("");
+    serde_json::from_str(line).map_err(|e| {
+        anyhow::anyhow!(
+            "--compare-pytorch: no JSON line from {}: {e}",
+            tool.display()
+        )
+    })
 }

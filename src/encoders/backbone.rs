@@ -10,8 +10,8 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::relu;
-use burn::tensor::module::{adaptive_avg_pool2d, conv2d, max_pool2d};
-use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
+use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
+use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -68,13 +68,12 @@ impl Conv {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let (s, p) = (self.stride, self.padding);
-        let options = ConvOptions::new([s, s], [p, p], [1, 1], 1);
-        conv2d(
+        crate::conv::conv2d(
             x,
             self.weight.val(),
             self.bias.as_ref().map(|b| b.val()),
-            options,
+            self.stride,
+            self.padding,
         )
     }
 }

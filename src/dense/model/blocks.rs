@@ -16,7 +16,7 @@ use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::module::max_pool1d;
 use burn::tensor::ops::MaxPoolOptions;
 
-use super::conv::conv1d;
+use crate::conv::conv1d;
 use burn::tensor::{Device, Distribution, Tensor};
 
 use crate::model::state::{HasState, Layout, Prefix, StateVisitor};

@@ -24,7 +24,6 @@ pub mod avca;
 pub mod backbone;
 pub mod bece;
 pub mod blocks;
-pub mod conv;
 pub mod dependency;
 pub mod heads;
 pub mod labels;
