@@ -12,7 +12,9 @@ Measures (warm-up, then the median of --reps; CPU torch is synchronous):
   eval_402_s         the whole 402-video test split: 6 batches of 64 + one of 18, timed as one loop
   latency_ms         one video, batch 1, eval
   matmul_gflops_*    [batch*490, 512] @ [512, 512] and @ [512, 1536] (31360 rows at batch 64)
-  peak_rss_mb        getrusage(RUSAGE_SELF).ru_maxrss of this process at the end, in MiB
+  peak_rss_mb        VmHWM of this process at the end (/proc/self/status), in MiB; getrusage's
+                     ru_maxrss where /proc is missing (it survives exec, so a run started by a
+                     big process, as `cace bench --compare-pytorch`, would report the parent's)
 """
 import argparse
 import json
@@ -24,6 +26,17 @@ import time
 import torch
 
 import torch_cace as tc
+
+
+def peak_rss_mb():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 T = 10
 
@@ -114,7 +127,7 @@ def main():
     g512, g1536 = gflops(512), gflops(1536)
 
     # (f) peak RSS (Linux: KiB)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    rss_mb = peak_rss_mb()
 
     res = {
         "train_step_ms": train_s * 1e3,
