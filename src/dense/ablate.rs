@@ -1,7 +1,8 @@
-//! Paper Table S3 on UnAV-layout data (`cace ablate --table S3`): the UnAV baseline, + AVCA,
-//! + AVCA + BECE, each trained with several seeds ([`super::train`], resumable; a finished
-//! run is read back), reported as the test mAP (%) of the epoch selected on validation,
-//! mean ± sample std over seeds, at tIoU 0.5…0.9 and averaged over 0.1…0.9 as the paper.
+//! Paper Table S3 on UnAV-layout data (`cace ablate --table S3`): the UnAV baseline, with
+//! AVCA, and with AVCA and BECE, each trained with several seeds ([`super::train`], resumable;
+//! a finished run is read back), reported as the test mAP (%) of the epoch selected on
+//! validation, mean ± sample std over seeds, at tIoU 0.5…0.9 and averaged over 0.1…0.9 as the
+//! paper.
 
 use std::path::PathBuf;
 

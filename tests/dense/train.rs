@@ -331,3 +331,42 @@ fn official_checkpoint_gives_the_official_detections() {
         }
     }
 }
+
+#[test]
+fn avca_and_bece_leave_the_baselines_initialisation_alone() {
+    let cfg = DenseModelConfig {
+        input_dim_v: 8,
+        input_dim_a: 4,
+        embd_dim: 8,
+        head_dim: 8,
+        num_classes: 3,
+        max_seq_len: 32,
+        dependency_dim: 4,
+        avca_dim: 8,
+        ..DenseModelConfig::default()
+    };
+    let device = Device::default();
+    let build = |avca: bool, bece: bool| {
+        device.seed(11);
+        let m = DenseModel::new(
+            &DenseModelConfig {
+                avca,
+                bece,
+                ..cfg.clone()
+            },
+            &device,
+        )
+        .unwrap();
+        state_dict(&m)
+    };
+    let base = build(false, false);
+    let both = build(true, true);
+    assert!(both.entries.len() > base.entries.len());
+    for (k, t) in &base.entries {
+        let (_, u) = both.entries.iter().find(|(j, _)| j == k).unwrap();
+        assert_eq!(
+            t.data, u.data,
+            "{k} starts differently with AVCA and BECE on"
+        );
+    }
+}

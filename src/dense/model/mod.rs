@@ -364,6 +364,9 @@ impl DenseModel {
             kernel_size: config.head_kernel_size,
             with_ln: config.head_with_ln,
         };
+        let cls_head = ClsHead::new(&head, config.cls_prior_prob, &config.head_empty_cls, device);
+        let reg_head = RegHead::new(&head, config.arch[2] + 1, config.class_aware, device);
+        // CACE-Net's parts last, so the baseline's initialisation is the same with or without.
         let avca = config.avca.then(|| {
             DenseAvca::new(
                 config.input_dim_v,
@@ -380,8 +383,8 @@ impl DenseModel {
             avca,
             backbone,
             dependency_block,
-            cls_head: ClsHead::new(&head, config.cls_prior_prob, &config.head_empty_cls, device),
-            reg_head: RegHead::new(&head, config.arch[2] + 1, config.class_aware, device),
+            cls_head,
+            reg_head,
             bece,
             bece_on: config.bece,
             num_classes: config.num_classes,
