@@ -68,8 +68,23 @@ impl Conv {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        // burn's conv2d: the im2col form of `crate::conv` measured slower here (ResNet-50 step
-        // 16.9 s against 15.4 s, 4.9 GB against 3.4 GB; BENCHMARKS.md, encoder fine-tuning).
+        let [o, c, kh, kw] = self.weight.dims();
+        if kh == 1 && kw == 1 && self.stride == 1 && self.padding == 0 {
+            // A 1×1 convolution is one batched matrix multiply [O, C] × [C, H·W] per image;
+            // burn-flex's conv2d backward runs it on narrow GEMM tiles. The same for the 3×3
+            // ones (im2col) measured slower than burn's conv2d (BENCHMARKS.md).
+            let [b, _, h, w] = x.dims();
+            let y = self
+                .weight
+                .val()
+                .reshape([1, o, c])
+                .matmul(x.reshape([b, c, h * w]))
+                .reshape([b, o, h, w]);
+            return match &self.bias {
+                Some(bias) => y + bias.val().reshape([1, o, 1, 1]),
+                None => y,
+            };
+        }
         let (s, p) = (self.stride, self.padding);
         let options = ConvOptions::new([s, s], [p, p], [1, 1], 1);
         conv2d(
