@@ -8,7 +8,7 @@ use burn::module::Param;
 use burn::tensor::{Gradients, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::model::state::{HasState, Layout, Prefix, StateVisitor};
+use crate::model::state::{HasState, Layout, Prefix, StateVisitor, map_params};
 
 /// Gradients of a module's parameters, by state-dict key, flattened, in burn's layout.
 /// Parameters that received no gradient are absent (PyTorch's `grad is None`).
@@ -166,44 +166,19 @@ impl Adam {
 }
 
 /// Subtracts `delta(key, value, grad)` (flat, burn's layout) from every parameter of `module`
-/// that has a gradient in `grads`, keeping its id and whether autodiff tracks it. The one
+/// that has a gradient in `grads` ([`map_params`]: same id, same autodiff tracking). The one
 /// place both optimizers write parameters.
 fn update_each<M: HasState>(
     module: &mut M,
     grads: &KeyedGrads,
-    delta: impl FnMut(&str, Tensor<1>, &Tensor<1>) -> Tensor<1>,
+    mut delta: impl FnMut(&str, Tensor<1>, &Tensor<1>) -> Tensor<1>,
 ) {
-    struct Update<'a, F> {
-        grads: HashMap<&'a str, &'a Tensor<1>>,
-        delta: F,
-    }
-    impl<F: FnMut(&str, Tensor<1>, &Tensor<1>) -> Tensor<1>> StateVisitor for Update<'_, F> {
-        fn visit<const D: usize>(
-            &mut self,
-            key: &str,
-            _used: bool,
-            param: &mut Param<Tensor<D>>,
-            _layout: Layout,
-        ) {
-            let Some(&grad) = self.grads.get(key) else {
-                return;
-            };
-            let value = param.val();
-            let was_tracked = value.is_require_grad();
-            let plain = value.inner().detach();
-            let dims = plain.dims();
-            let flat = plain.clone().reshape([dims.iter().product::<usize>()]);
-            let new = plain - (self.delta)(key, flat, grad).reshape(dims);
-            let new = if was_tracked {
-                new.autodiff().require_grad()
-            } else {
-                new
-            };
-            *param = Param::initialized(param.id, new);
-        }
-    }
-    let grads = grads.grads.iter().map(|(k, g)| (k.as_str(), g)).collect();
-    module.visit_state(&Prefix::root(), &mut Update { grads, delta });
+    let grads: HashMap<&str, &Tensor<1>> =
+        grads.grads.iter().map(|(k, g)| (k.as_str(), g)).collect();
+    map_params(module, |key, value| {
+        let grad = grads.get(key)?;
+        Some(value.clone() - delta(key, value, grad))
+    });
 }
 
 /// `torch.optim.SGD` with momentum and weight decay (dampening 0, not Nesterov), as the

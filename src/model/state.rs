@@ -5,6 +5,8 @@
 //! an official or native checkpoint, saving one, the optimiser and the parameter counts of
 //! `cace info` are all visitors over that one list, so the import table reads like the state dict.
 
+use std::collections::HashMap;
+
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::Tensor;
@@ -101,6 +103,54 @@ impl HasState for LayerNorm {
             v.visit(&at.key("bias"), at.used, beta, Layout::Same);
         }
     }
+}
+
+/// Every parameter's value by key, flattened and without autodiff (burn's layout).
+pub fn param_values<M: HasState + Clone>(module: &M) -> HashMap<String, Tensor<1>> {
+    let mut out = HashMap::new();
+    let mut collect = |key: &str, value: Tensor<1>| {
+        out.insert(key.to_string(), value);
+        None
+    };
+    map_params(&mut module.clone(), &mut collect);
+    out
+}
+
+/// Replaces every parameter for which `f(key, value)` returns a new value; `value` and the
+/// new value are flattened, without autodiff, in burn's layout. The parameter keeps its id and
+/// whether autodiff tracks it. The one place parameters are rewritten in place (optimizers,
+/// the moving average of weights).
+pub fn map_params<M: HasState>(
+    module: &mut M,
+    f: impl FnMut(&str, Tensor<1>) -> Option<Tensor<1>>,
+) {
+    struct Map<F>(F);
+    impl<F: FnMut(&str, Tensor<1>) -> Option<Tensor<1>>> StateVisitor for Map<F> {
+        fn visit<const D: usize>(
+            &mut self,
+            key: &str,
+            _used: bool,
+            param: &mut Param<Tensor<D>>,
+            _layout: Layout,
+        ) {
+            let value = param.val();
+            let was_tracked = value.is_require_grad();
+            let plain = value.inner().detach();
+            let dims = plain.dims();
+            let flat = plain.reshape([dims.iter().product::<usize>()]);
+            let Some(new) = (self.0)(key, flat) else {
+                return;
+            };
+            let new = new.reshape(dims);
+            let new = if was_tracked {
+                new.autodiff().require_grad()
+            } else {
+                new
+            };
+            *param = Param::initialized(param.id, new);
+        }
+    }
+    module.visit_state(&Prefix::root(), &mut Map(f));
 }
 
 /// Shape of a parameter as the state dict stores it.
