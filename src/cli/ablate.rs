@@ -39,6 +39,25 @@ pub struct Args {
     device: DeviceArg,
 }
 
+impl Args {
+    /// `--seed-list`, or 1..=`--seeds`.
+    fn seed_list(&self) -> Vec<u64> {
+        if self.seed_list.is_empty() {
+            (1..=self.seeds).collect()
+        } else {
+            self.seed_list.clone()
+        }
+    }
+}
+
+fn print_written(out: &std::path::Path) {
+    println!(
+        "wrote {} and {}",
+        out.join("table.md").display(),
+        out.join("table.json").display()
+    );
+}
+
 pub fn run(a: Args) -> Result<()> {
     if dense_ablate::is_s3(&a.table) {
         return run_s3(a);
@@ -47,11 +66,7 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(e) = a.epochs {
         base.epochs = e;
     }
-    let seeds = if a.seed_list.is_empty() {
-        (1..=a.seeds).collect()
-    } else {
-        a.seed_list
-    };
+    let seeds = a.seed_list();
     let result = ablate::run(&AblateOptions {
         table: a.table,
         data: a.data,
@@ -62,29 +77,19 @@ pub fn run(a: Args) -> Result<()> {
         device: a.device.get()?,
     })?;
     println!("{}", ablate::markdown(&result));
-    println!(
-        "wrote {} and {}",
-        a.out.join("table.md").display(),
-        a.out.join("table.json").display()
-    );
+    print_written(&a.out);
     Ok(())
 }
 
 /// Table S3: the dense model on UnAV-layout data (`epochs` counts the cosine epochs after the
 /// warm-up, as `cace dense train --epochs`).
 fn run_s3(a: Args) -> Result<()> {
-    let mut base: DenseTrainConfig = match &a.config {
-        Some(p) => super::train::read_config(p, "dense training config")?,
-        None => DenseTrainConfig::default(),
-    };
+    let mut base: DenseTrainConfig =
+        super::train::config_or_default(a.config.as_ref(), "dense training config")?;
     if let Some(e) = a.epochs {
         base.epochs = e;
     }
-    let seeds = if a.seed_list.is_empty() {
-        (1..=a.seeds).collect()
-    } else {
-        a.seed_list
-    };
+    let seeds = a.seed_list();
     let result = dense_ablate::run(&dense_ablate::S3Options {
         data: a.data,
         out: a.out.clone(),
@@ -93,10 +98,6 @@ fn run_s3(a: Args) -> Result<()> {
         device: a.device.get()?,
     })?;
     println!("{}", dense_ablate::markdown(&result));
-    println!(
-        "wrote {} and {}",
-        a.out.join("table.md").display(),
-        a.out.join("table.json").display()
-    );
+    print_written(&a.out);
     Ok(())
 }

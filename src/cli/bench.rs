@@ -34,10 +34,8 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let device = a.device.get()?;
     if let Some(data) = &a.dense {
-        let cfg: cace_net::dense::train::DenseTrainConfig = match &a.config {
-            Some(p) => super::train::read_config(p, "dense training config")?,
-            None => Default::default(),
-        };
+        let cfg: cace_net::dense::train::DenseTrainConfig =
+            super::train::config_or_default(a.config.as_ref(), "dense training config")?;
         let r = cace_net::dense::bench::run(data, &cfg, a.reps.max(1), &device)?;
         if a.json {
             println!("{}", serde_json::to_string(&r)?);

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use super::args::DeviceArg;
-use super::train::read_config;
+use super::train::run_config;
 use anyhow::Result;
 use cace_net::finetune::backbone::BackboneKind;
 use cace_net::finetune::{self, FinetuneConfig, FinetuneOptions};
@@ -55,12 +55,13 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let saved = a.out.join(cace_net::train::CONFIG_FILE);
-    let mut config = match (&a.config, a.resume && saved.exists()) {
-        (Some(p), _) => read_config(p, "fine-tuning config")?,
-        (None, true) => read_config(&saved, "fine-tuning config")?,
-        (None, false) => FinetuneConfig::new(a.encoder),
-    };
+    let mut config = run_config(
+        a.config.as_ref(),
+        &a.out,
+        a.resume,
+        "fine-tuning config",
+        || FinetuneConfig::new(a.encoder),
+    )?;
     config.encoder = a.encoder;
     config.epochs = a.epochs.unwrap_or(config.epochs);
     config.batch_size = a.batch_size.unwrap_or(config.batch_size);

@@ -38,9 +38,31 @@ pub struct Args {
 }
 
 pub fn load_config(path: Option<&PathBuf>) -> Result<TrainConfig> {
-    match path {
-        None => Ok(TrainConfig::default()),
-        Some(p) => read_config(p, "training config"),
+    config_or_default(path, "training config")
+}
+
+/// The config in `path`, or the defaults without one.
+pub fn config_or_default<T: serde::de::DeserializeOwned + Default>(
+    path: Option<&PathBuf>,
+    what: &str,
+) -> Result<T> {
+    path.map_or_else(|| Ok(T::default()), |p| read_config(p, what))
+}
+
+/// A training command's config: `--config` when given, else (resuming) the run's own saved
+/// config, else `default()`.
+pub fn run_config<T: serde::de::DeserializeOwned>(
+    config: Option<&PathBuf>,
+    out: &std::path::Path,
+    resume: bool,
+    what: &str,
+    default: impl FnOnce() -> T,
+) -> Result<T> {
+    let saved = out.join(train::CONFIG_FILE);
+    match config {
+        Some(p) => read_config(p, what),
+        None if resume && saved.exists() => read_config(&saved, what),
+        None => Ok(default()),
     }
 }
 
@@ -53,12 +75,14 @@ pub fn read_config<T: serde::de::DeserializeOwned>(path: &PathBuf, what: &str) -
 
 pub fn run(a: Args) -> Result<()> {
     // Resuming without --config continues with the run's own saved config.
-    let saved = a.out.join(train::CONFIG_FILE);
-    let mut config = if a.resume && a.config.is_none() && a.seeds.is_empty() && saved.exists() {
-        load_config(Some(&saved))?
-    } else {
-        load_config(a.config.as_ref())?
-    };
+    let resume = a.resume && a.seeds.is_empty();
+    let mut config = run_config(
+        a.config.as_ref(),
+        &a.out,
+        resume,
+        "training config",
+        TrainConfig::default,
+    )?;
     if let Some(e) = a.epochs {
         config.epochs = e;
     }

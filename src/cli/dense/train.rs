@@ -7,7 +7,7 @@ use cace_net::dense::checkpoint::Weights;
 use cace_net::dense::train::{DenseTrainConfig, DenseTrainOptions, train};
 
 use super::super::args::DeviceArg;
-use super::super::train::read_config;
+use super::super::train::run_config;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -40,12 +40,13 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let saved = a.out.join(cace_net::train::CONFIG_FILE);
-    let mut config: DenseTrainConfig = match (&a.config, a.resume && saved.exists()) {
-        (Some(p), _) => read_config(p, "dense training config")?,
-        (None, true) => read_config(&saved, "dense training config")?,
-        (None, false) => DenseTrainConfig::default(),
-    };
+    let mut config = run_config(
+        a.config.as_ref(),
+        &a.out,
+        a.resume,
+        "dense training config",
+        DenseTrainConfig::default,
+    )?;
     config.epochs = a.epochs.unwrap_or(config.epochs);
     config.seed = a.seed.unwrap_or(config.seed);
     let r = train(&DenseTrainOptions {
