@@ -241,16 +241,14 @@ pub fn write_unav_features(
                     cols: 0,
                     data: vec![],
                 };
-                // Written to temporary names and renamed: a kill leaves no torn file.
+                // Each file is replaced atomically, the audio last: a video whose three files
+                // exist is complete.
                 for (file, m) in files
                     .iter()
                     .zip([row_major(&f.visual), flow, row_major(&f.audio)])
                 {
-                    let tmp = file.with_extension("npy.tmp");
-                    write_npy(&tmp, &m)
-                        .map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
-                    std::fs::rename(&tmp, file)
-                        .map_err(|e| anyhow::anyhow!("renaming {}: {e}", tmp.display()))?;
+                    write_npy(file, &m)
+                        .map_err(|e| anyhow::anyhow!("writing {}: {e}", file.display()))?;
                 }
                 if progress {
                     println!("{id}: {} seconds", f.visual.cols);

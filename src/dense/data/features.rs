@@ -215,12 +215,14 @@ fn npy_err(path: &Path, id: &str, msg: String) -> DenseDataError {
 /// Writes a row-major `rows × cols` float32 matrix as a C-order little-endian `.npy` file.
 pub fn write_npy(path: &Path, m: &Matrix) -> std::io::Result<()> {
     use npyz::WriterBuilder as _;
-    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut bytes = Vec::new();
     let mut w = npyz::WriteOptions::<f32>::new()
         .default_dtype()
         .shape(&[m.rows as u64, m.cols as u64])
-        .writer(file)
+        .writer(&mut bytes)
         .begin_nd()?;
     w.extend(m.data.iter().copied())?;
-    w.finish()
+    w.finish()?;
+    // Replaced atomically: a stopped writer leaves the old file or the new one.
+    crate::fsutil::write_atomic(path, &bytes)
 }
