@@ -14,6 +14,7 @@ use super::model::DenseModel;
 use super::train::DenseTrainConfig;
 use crate::checkpoint::{self, StateDict, StoredTensor, native, pth};
 use crate::fsutil::write_file;
+use crate::train::run_dir::read_json;
 
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const EMA_FILE: &str = "ema.safetensors";
@@ -75,16 +76,13 @@ pub fn read(
         let cfg_file = path.join(CONFIG_FILE);
         let cfg = match config {
             Some(c) => c,
-            None => {
-                let bytes = std::fs::read(&cfg_file).with_context(|| {
-                    format!(
-                        "{}: not a dense checkpoint (no {CONFIG_FILE})",
-                        path.display()
-                    )
-                })?;
-                serde_json::from_slice(&bytes)
-                    .with_context(|| format!("{}: unreadable config", cfg_file.display()))?
+            None if !cfg_file.exists() => {
+                bail!(
+                    "{}: not a dense checkpoint (no {CONFIG_FILE})",
+                    path.display()
+                )
             }
+            None => read_json(&cfg_file, "config")?,
         };
         let file = path.join(match which {
             Weights::Ema => EMA_FILE,

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::{Value, json};
 
-use super::data::DenseItem;
+use super::data::{DenseItem, UnavDataset};
 use super::metrics::Detection;
 use super::model::{DenseModel, DenseModelConfig, VideoFeatures, preprocess};
 use super::postprocess::{LevelOutput, TestConfig, VideoMeta, postprocess_video};
@@ -52,69 +52,97 @@ pub fn detect(
             .with_context(|| format!("video {}", chunk[0].video_id))?;
         let t = batch.mask.dims()[1];
         let o = model.forward(&batch);
-        let cls: Vec<Vec<f32>> = o.cls_logits.into_iter().map(crate::to_vec).collect();
-        let off: Vec<Vec<f32>> = o.offsets.into_iter().map(crate::to_vec).collect();
-        let mask: Vec<Vec<f32>> = o.masks.into_iter().map(crate::to_vec).collect();
-        let pts: Vec<Vec<f32>> = points
-            .points(t, false, device)?
-            .into_iter()
-            .map(crate::to_vec)
-            .collect();
+        let levels = BatchLevels {
+            cls: o.cls_logits.into_iter().map(crate::to_vec).collect(),
+            off: o.offsets.into_iter().map(crate::to_vec).collect(),
+            mask: o.masks.into_iter().map(crate::to_vec).collect(),
+            pts: points
+                .points(t, false, device)?
+                .into_iter()
+                .map(crate::to_vec)
+                .collect(),
+        };
         for (b, item) in chunk.iter().enumerate() {
-            out.push(video_detections(
-                item, b, &cls, &off, &mask, &pts, config, test,
-            ));
+            out.push(levels.video(b, item, config, test));
         }
     }
     Ok(out)
 }
 
-/// Video `b` of a batch: slices its rows of every level and post-processes them.
-#[allow(clippy::too_many_arguments)]
-fn video_detections(
-    item: &DenseItem,
-    b: usize,
-    cls: &[Vec<f32>],
-    off: &[Vec<f32>],
-    mask: &[Vec<f32>],
-    pts: &[Vec<f32>],
+/// [`detect`] over every video of `ds` in order, each batch's features read when it is run
+/// (a split's features are not held in memory: UnAV-100's validation set alone is ~2 GB).
+pub fn detect_dataset(
+    model: &DenseModel,
     config: &DenseModelConfig,
+    ds: &UnavDataset,
+    batch_size: usize,
     test: &TestConfig,
-) -> VideoDetections {
-    let c = config.num_classes;
-    let per_point_off = if config.class_aware { 2 * c } else { 2 };
-    let masks: Vec<Vec<bool>> = (0..pts.len())
-        .map(|l| {
-            let t = pts[l].len() / 4;
-            mask[l][b * t..(b + 1) * t]
-                .iter()
-                .map(|&m| m > 0.5)
-                .collect()
-        })
-        .collect();
-    let levels: Vec<LevelOutput> = (0..pts.len())
-        .map(|l| {
-            let t = pts[l].len() / 4;
-            LevelOutput {
-                cls_logits: &cls[l][b * t * c..(b + 1) * t * c],
-                offsets: &off[l][b * t * per_point_off..(b + 1) * t * per_point_off],
-                mask: &masks[l],
-                points: &pts[l],
-            }
-        })
-        .collect();
-    let meta = VideoMeta {
-        fps: item.fps as f32,
-        duration: item.duration as f32,
-        feat_stride: item.feat_stride as f32,
-        num_frames: item.feat_num_frames as f32,
-    };
-    let s = postprocess_video(&levels, c, config.class_aware, &meta, test);
-    VideoDetections {
-        video_id: item.video_id.clone(),
-        segments: s.segs,
-        scores: s.scores,
-        labels: s.labels,
+    device: &Device,
+) -> Result<Vec<VideoDetections>> {
+    let batch_size = batch_size.max(1);
+    let mut out = Vec::with_capacity(ds.len());
+    for start in (0..ds.len()).step_by(batch_size) {
+        let items = (start..(start + batch_size).min(ds.len()))
+            .map(|i| ds.item(i))
+            .collect::<Result<Vec<DenseItem>, _>>()?;
+        out.extend(detect(model, config, &items, batch_size, test, device)?);
+    }
+    Ok(out)
+}
+
+/// A batch's per-level outputs on the host, row-major: class logits `[B, T_l, C]`, offsets,
+/// masks `[B, T_l]`, and the points `[T_l, 4]` (the same for every video of the batch).
+struct BatchLevels {
+    cls: Vec<Vec<f32>>,
+    off: Vec<Vec<f32>>,
+    mask: Vec<Vec<f32>>,
+    pts: Vec<Vec<f32>>,
+}
+
+impl BatchLevels {
+    /// Video `b`'s rows of every level, post-processed into its detections.
+    fn video(
+        &self,
+        b: usize,
+        item: &DenseItem,
+        config: &DenseModelConfig,
+        test: &TestConfig,
+    ) -> VideoDetections {
+        let c = config.num_classes;
+        let per_point_off = if config.class_aware { 2 * c } else { 2 };
+        let len = |l: usize| self.pts[l].len() / 4;
+        let masks: Vec<Vec<bool>> = (0..self.pts.len())
+            .map(|l| {
+                self.mask[l][b * len(l)..(b + 1) * len(l)]
+                    .iter()
+                    .map(|&m| m > 0.5)
+                    .collect()
+            })
+            .collect();
+        let levels: Vec<LevelOutput> = (0..self.pts.len())
+            .map(|l| {
+                let t = len(l);
+                LevelOutput {
+                    cls_logits: &self.cls[l][b * t * c..(b + 1) * t * c],
+                    offsets: &self.off[l][b * t * per_point_off..(b + 1) * t * per_point_off],
+                    mask: &masks[l],
+                    points: &self.pts[l],
+                }
+            })
+            .collect();
+        let meta = VideoMeta {
+            fps: item.fps as f32,
+            duration: item.duration as f32,
+            feat_stride: item.feat_stride as f32,
+            num_frames: item.feat_num_frames as f32,
+        };
+        let s = postprocess_video(&levels, c, config.class_aware, &meta, test);
+        VideoDetections {
+            video_id: item.video_id.clone(),
+            segments: s.segs,
+            scores: s.scores,
+            labels: s.labels,
+        }
     }
 }
 

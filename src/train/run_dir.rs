@@ -253,7 +253,8 @@ pub fn read_state(dir: &Path) -> Result<RunState> {
     read_json(&dir.join(STATE_FILE), "run state")
 }
 
-fn read_json<T: DeserializeOwned>(file: &Path, what: &str) -> Result<T> {
+/// A JSON file of a run or checkpoint; the error names the file and what it should have been.
+pub fn read_json<T: DeserializeOwned>(file: &Path, what: &str) -> Result<T> {
     fs::read(file)
         .map_err(anyhow::Error::from)
         .and_then(|b| Ok(serde_json::from_slice(&b)?))

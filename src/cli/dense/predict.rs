@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use cace_net::dense::data::{DenseItem, UnavDataset, UnavPaths};
+use cace_net::dense::data::{UnavDataset, UnavPaths};
 use cace_net::dense::{checkpoint, infer, postprocess::TestConfig};
 
 use super::super::args::DeviceArg;
@@ -43,13 +43,10 @@ pub fn detect(
         vec![split]
     };
     let ds = UnavDataset::open(paths, &splits, cfg.data.clone())?;
-    let items = (0..ds.len())
-        .map(|i| ds.item(i))
-        .collect::<Result<Vec<DenseItem>, _>>()?;
-    let dets = infer::detect(
+    let dets = infer::detect_dataset(
         &m,
         &cfg.model,
-        &items,
+        &ds,
         cfg.eval_batch_size,
         &TestConfig::unav100(),
         device,

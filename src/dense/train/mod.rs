@@ -29,7 +29,7 @@ pub use config::DenseTrainConfig;
 use task::{DenseLog, DenseTask, EvalSplit, OPTIMIZER_FILE, STATE_FILE, TrainerState};
 
 use super::checkpoint::{EMA_FILE, MODEL_FILE, Weights};
-use super::data::{DenseItem, UnavDataset, UnavPaths};
+use super::data::{UnavDataset, UnavPaths};
 use super::metrics;
 use super::model::DenseModel;
 use super::postprocess::TestConfig;
@@ -37,7 +37,7 @@ use crate::checkpoint::{self, native};
 use crate::model::state::ParamList;
 use crate::optim::AdamConfig;
 use crate::train::optimizer_io;
-use crate::train::run_dir::{RunDir, RunState, curve, read_state};
+use crate::train::run_dir::{RunDir, RunState, curve, read_json, read_state};
 use crate::train::run_loop::run_epochs;
 
 /// Options of one `cace dense train` run.
@@ -114,11 +114,9 @@ pub fn train(opts: &DenseTrainOptions) -> Result<DenseReport> {
         if ds.is_empty() {
             return Ok(None);
         }
-        let items = (0..ds.len())
-            .map(|i| ds.item(i))
-            .collect::<Result<Vec<DenseItem>, _>>()?;
+        ds.check_features()?; // a bad file is reported now, not after the first epoch
         let gt = metrics::load_ground_truth(&paths.json_file, Some(split))?;
-        Ok(Some(EvalSplit { items, gt }))
+        Ok(Some(EvalSplit { videos: ds, gt }))
     };
     let mut task = DenseTask {
         trainer,
@@ -172,11 +170,7 @@ fn load_last(trainer: &mut step::DenseTrainer, dir: &Path, base: &Device) -> Res
     };
     let params = ParamList::of(&mut trainer.model);
     trainer.adam = optimizer_io::load(&dir.join(OPTIMIZER_FILE), adam, &params, base)?;
-    let file = dir.join(STATE_FILE);
-    let s: TrainerState = std::fs::read(&file)
-        .map_err(anyhow::Error::from)
-        .and_then(|b| Ok(serde_json::from_slice(&b)?))
-        .with_context(|| format!("{}: unreadable trainer state", file.display()))?;
+    let s: TrainerState = read_json(&dir.join(STATE_FILE), "trainer state")?;
     trainer.normalizer.value = s.loss_normalizer;
     Ok(())
 }

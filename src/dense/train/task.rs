@@ -15,8 +15,8 @@ use super::schedule::WarmupCosine;
 use super::step::DenseTrainer;
 use crate::checkpoint::{self, StateDict, native};
 use crate::dense::checkpoint::{self as dense_ckpt, Weights};
+use crate::dense::data::UnavDataset;
 use crate::dense::data::truncate::SeededRng;
-use crate::dense::data::{DenseItem, UnavDataset};
 use crate::dense::infer;
 use crate::dense::metrics::{self, GtSegment};
 use crate::dense::postprocess::TestConfig;
@@ -54,7 +54,7 @@ impl EpochLog for DenseLog {
 
 /// Videos of one evaluation split with their ground truth.
 pub struct EvalSplit {
-    pub items: Vec<DenseItem>,
+    pub videos: UnavDataset,
     pub gt: Vec<GtSegment>,
 }
 
@@ -104,10 +104,10 @@ impl DenseTask<'_> {
                 &valid
             }
         };
-        let dets = infer::detect(
+        let dets = infer::detect_dataset(
             model,
             &c.model,
-            &split.items,
+            &split.videos,
             c.eval_batch_size,
             &self.test_cfg,
             &base,
