@@ -56,6 +56,34 @@ def import_official(root):
     return cfg_mod, make_multimodal_meta_arch, PointGenerator
 
 
+def our_config(cfg):
+    """Our `DenseModelConfig` (JSON fields) for a merged official config."""
+    m = cfg["model"]
+    return {
+        "input_dim_v": m["input_dim_V"],
+        "input_dim_a": m["input_dim_A"],
+        "embd_dim": m["embd_dim"],
+        "embd_kernel_size": m["embd_kernel_size"],
+        "embd_with_ln": m["embd_with_ln"],
+        "n_head": m["n_head"],
+        "arch": list(m["backbone_arch"]),
+        "scale_factor": m["scale_factor"],
+        "max_seq_len": m["max_seq_len"],
+        "max_buffer_len_factor": cfg["dataset"]["max_buffer_len_factor"],
+        "use_abs_pe": m["use_abs_pe"],
+        "head_dim": m["head_dim"],
+        "head_kernel_size": m["head_kernel_size"],
+        "head_num_layers": m["head_num_layers"],
+        "head_with_ln": m["head_with_ln"],
+        "num_classes": m["num_classes"],
+        "class_aware": m["class_aware"],
+        "use_dependency": m["use_dependency"],
+        "regression_range": [list(r) for r in m["regression_range"]],
+        "cls_prior_prob": m["train_cfg"]["cls_prior_prob"],
+        "droppath": m["train_cfg"]["droppath"],
+    }
+
+
 def randomise(model, gen):
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -182,29 +210,7 @@ def main():
     tensors["grad.norm"] = torch.tensor(norms, dtype=torch.float32)
     tensors["grad.sum"] = torch.tensor(sums, dtype=torch.float32)
 
-    ours = {
-        "input_dim_v": cv,
-        "input_dim_a": ca,
-        "embd_dim": m["embd_dim"],
-        "embd_kernel_size": m["embd_kernel_size"],
-        "embd_with_ln": m["embd_with_ln"],
-        "n_head": m["n_head"],
-        "arch": list(m["backbone_arch"]),
-        "scale_factor": m["scale_factor"],
-        "max_seq_len": m["max_seq_len"],
-        "max_buffer_len_factor": cfg["dataset"]["max_buffer_len_factor"],
-        "use_abs_pe": m["use_abs_pe"],
-        "head_dim": m["head_dim"],
-        "head_kernel_size": m["head_kernel_size"],
-        "head_num_layers": m["head_num_layers"],
-        "head_with_ln": m["head_with_ln"],
-        "num_classes": m["num_classes"],
-        "class_aware": m["class_aware"],
-        "use_dependency": m["use_dependency"],
-        "regression_range": [list(r) for r in m["regression_range"]],
-        "cls_prior_prob": m["train_cfg"]["cls_prior_prob"],
-        "droppath": m["train_cfg"]["droppath"],
-    }
+    ours = our_config(cfg)
     meta = {
         "config": json.dumps(ours),
         "official_config": json.dumps(m, default=str),

@@ -109,7 +109,8 @@ import numpy as np
 import torch
 from safetensors.torch import save as safetensors_bytes
 
-from make_dense_model_golden import randomise  # tools/: the model golden's weight randomiser
+# tools/: the model golden's weight randomiser and config translation
+from make_dense_model_golden import our_config, randomise
 
 SLIM = dict(input_dim_V=128, input_dim_A=128, embd_dim=16, head_dim=16, n_head=4,
             num_classes=3, max_seq_len=64, max_buffer_len_factor=2.0)
@@ -195,33 +196,6 @@ def make_cfg(off, root, widths, data_dir, json_file):
                       warmup_epochs=WARMUP_EPOCHS, epochs=EPOCHS, schedule_type="cosine")
     assert cfg["train_cfg"]["droppath"] == 0.1 and cfg["train_cfg"]["clip_grad_l2norm"] == 1.0
     return off.cfg_mod._update_config(cfg)
-
-
-def our_config(cfg):
-    m = cfg["model"]
-    return {
-        "input_dim_v": m["input_dim_V"],
-        "input_dim_a": m["input_dim_A"],
-        "embd_dim": m["embd_dim"],
-        "embd_kernel_size": m["embd_kernel_size"],
-        "embd_with_ln": m["embd_with_ln"],
-        "n_head": m["n_head"],
-        "arch": list(m["backbone_arch"]),
-        "scale_factor": m["scale_factor"],
-        "max_seq_len": m["max_seq_len"],
-        "max_buffer_len_factor": cfg["dataset"]["max_buffer_len_factor"],
-        "use_abs_pe": m["use_abs_pe"],
-        "head_dim": m["head_dim"],
-        "head_kernel_size": m["head_kernel_size"],
-        "head_num_layers": m["head_num_layers"],
-        "head_with_ln": m["head_with_ln"],
-        "num_classes": m["num_classes"],
-        "class_aware": m["class_aware"],
-        "use_dependency": m["use_dependency"],
-        "regression_range": [list(r) for r in m["regression_range"]],
-        "cls_prior_prob": m["train_cfg"]["cls_prior_prob"],
-        "droppath": m["train_cfg"]["droppath"],
-    }
 
 
 def save_file(tensors, path, metadata):
