@@ -12,7 +12,7 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::relu;
 use burn::tensor::module::{adaptive_avg_pool2d, conv2d, max_pool2d};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Tensor, s};
 use serde::{Deserialize, Serialize};
 
 use super::resnet50::{EXPANSION, ResNet50Config};
@@ -69,10 +69,19 @@ impl Conv {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [o, c, kh, kw] = self.weight.dims();
-        if kh == 1 && kw == 1 && self.stride == 1 && self.padding == 0 {
-            // A 1×1 convolution is one batched matrix multiply [O, C] × [C, H·W] per image;
-            // burn-flex's conv2d backward runs it on narrow GEMM tiles. The same for the 3×3
-            // ones (im2col) measured slower than burn's conv2d (BENCHMARKS.md).
+        if kh == 1 && kw == 1 && self.padding == 0 {
+            // A 1×1 convolution is one batched matrix multiply [O, C] × [C, H·W] per image
+            // (of every stride-th pixel when strided: the downsampling shortcuts); burn-flex's
+            // conv2d backward runs it on narrow GEMM tiles (the stride-2 shortcut of layer2:
+            // weight gradient 837 ms against 47 ms as a product, 20 images, BENCHMARKS.md). The
+            // same for the 3×3 ones (im2col) measured slower than burn's conv2d.
+            let s = self.stride;
+            let x = if s > 1 {
+                let [_, _, h, w] = x.dims();
+                x.slice(s![.., .., 0..h; s, 0..w; s])
+            } else {
+                x
+            };
             let [b, _, h, w] = x.dims();
             let y = self
                 .weight
