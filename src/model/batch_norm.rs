@@ -7,7 +7,9 @@
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::{Device, Tensor};
 
+use super::batch_norm_flex::{batch_norm_batch_stats, channel_affine};
 use super::state::{HasState, Layout, Prefix, StateVisitor};
+use crate::device::is_flex;
 
 /// PyTorch's defaults.
 pub const MOMENTUM: f64 = 0.1;
@@ -36,26 +38,32 @@ impl BatchNorm {
     /// batch statistics over every axis but `C` and updates the running ones; otherwise
     /// (evaluation) it uses the running ones.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let flex = is_flex(&x.device());
         if !x.device().is_autodiff() {
-            return burn::tensor::module::batch_norm(
-                x,
-                self.weight.val(),
-                self.bias.val(),
-                self.running_mean.value_sync(),
-                self.running_var.value_sync(),
-                EPS,
-            );
+            let (mean, var) = (self.running_mean.value_sync(), self.running_var.value_sync());
+            if flex {
+                let scale = self.weight.val() / var.add_scalar(EPS).sqrt();
+                let shift = self.bias.val() - mean * scale.clone();
+                return channel_affine(x, scale, shift);
+            }
+            let (w, b) = (self.weight.val(), self.bias.val());
+            return burn::tensor::module::batch_norm(x, w, b, mean, var, EPS);
         }
         let dims = x.dims();
         let n = (dims.iter().product::<usize>() / dims[1]) as f64;
-        let r = burn::tensor::module::batch_norm_train(x, self.weight.val(), self.bias.val(), EPS);
+        let (output, batch_mean, batch_var) = if flex {
+            batch_norm_batch_stats(x, self.weight.val(), self.bias.val(), EPS)
+        } else {
+            let r = burn::tensor::module::batch_norm_train(x, self.weight.val(), self.bias.val(), EPS);
+            (r.output, r.mean, r.variance)
+        };
         let m = MOMENTUM;
         let mean = self
             .running_mean
             .value_sync()
             .mul_scalar(1.0 - m)
-            .add(r.mean.detach().mul_scalar(m));
-        let unbiased = r.variance.detach().mul_scalar(n / (n - 1.0).max(1.0));
+            .add(batch_mean.detach().mul_scalar(m));
+        let unbiased = batch_var.detach().mul_scalar(n / (n - 1.0).max(1.0));
         let var = self
             .running_var
             .value_sync()
@@ -63,7 +71,7 @@ impl BatchNorm {
             .add(unbiased.mul_scalar(m));
         self.running_mean.update(mean.detach());
         self.running_var.update(var.detach());
-        r.output
+        output
     }
 }
 

@@ -2,6 +2,7 @@
 //! REFERENCE §2.3. Tensors are batch-first throughout; shapes are given at every step.
 
 pub mod batch_norm;
+pub mod batch_norm_flex;
 pub mod coguide;
 pub mod dropout;
 pub mod head;
