@@ -149,7 +149,7 @@ impl Vgg19Bn {
     pub fn forward(&self, mut x: Tensor<4>) -> Tensor<4> {
         for stage in &self.stages {
             x = match &stage.conv_bn {
-                Some((conv, bn)) => relu(bn.forward(conv.forward(x))),
+                Some((conv, bn)) => bn.forward_relu(conv.forward(x)),
                 None => max_pool2d(x, MaxPoolOptions::new([2, 2]).with_stride([2, 2])),
             };
         }
@@ -207,8 +207,8 @@ impl Bottleneck {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        let out = relu(self.bn2.forward(self.conv2.forward(out)));
+        let out = self.bn1.forward_relu(self.conv1.forward(x.clone()));
+        let out = self.bn2.forward_relu(self.conv2.forward(out));
         let out = self.bn3.forward(self.conv3.forward(out));
         let identity = match &self.downsample {
             Some((conv, bn)) => bn.forward(conv.forward(x)),
@@ -265,7 +265,7 @@ impl ResNet50 {
 
     /// `[N, 3, H, W]` → `layer4` `[N, C, H/32, W/32]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = relu(self.bn1.forward(self.conv1.forward(x)));
+        let x = self.bn1.forward_relu(self.conv1.forward(x));
         let pool = MaxPoolOptions::new([3, 3])
             .with_stride([2, 2])
             .with_padding([1, 1]);

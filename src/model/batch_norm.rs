@@ -5,7 +5,7 @@
 //! need PyTorch's statistics.
 
 use burn::module::{Module, Param, RunningState};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, activation};
 
 use super::batch_norm_flex::{batch_norm_batch_stats, channel_affine};
 use super::state::{HasState, Layout, Prefix, StateVisitor};
@@ -38,24 +38,38 @@ impl BatchNorm {
     /// batch statistics over every axis but `C` and updates the running ones; otherwise
     /// (evaluation) it uses the running ones.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.apply(x, false)
+    }
+
+    /// `relu(self.forward(x))`, in the same pass on the CPU.
+    pub fn forward_relu<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.apply(x, true)
+    }
+
+    fn apply<const D: usize>(&self, x: Tensor<D>, relu: bool) -> Tensor<D> {
         let flex = is_flex(&x.device());
+        let then_relu = |y: Tensor<D>| if relu { activation::relu(y) } else { y };
         if !x.device().is_autodiff() {
-            let (mean, var) = (self.running_mean.value_sync(), self.running_var.value_sync());
+            let (mean, var) = (
+                self.running_mean.value_sync(),
+                self.running_var.value_sync(),
+            );
             if flex {
                 let scale = self.weight.val() / var.add_scalar(EPS).sqrt();
                 let shift = self.bias.val() - mean * scale.clone();
-                return channel_affine(x, scale, shift);
+                return channel_affine(x, scale, shift, relu);
             }
             let (w, b) = (self.weight.val(), self.bias.val());
-            return burn::tensor::module::batch_norm(x, w, b, mean, var, EPS);
+            return then_relu(burn::tensor::module::batch_norm(x, w, b, mean, var, EPS));
         }
         let dims = x.dims();
         let n = (dims.iter().product::<usize>() / dims[1]) as f64;
         let (output, batch_mean, batch_var) = if flex {
-            batch_norm_batch_stats(x, self.weight.val(), self.bias.val(), EPS)
+            batch_norm_batch_stats(x, self.weight.val(), self.bias.val(), EPS, relu)
         } else {
-            let r = burn::tensor::module::batch_norm_train(x, self.weight.val(), self.bias.val(), EPS);
-            (r.output, r.mean, r.variance)
+            let r =
+                burn::tensor::module::batch_norm_train(x, self.weight.val(), self.bias.val(), EPS);
+            (then_relu(r.output), r.mean, r.variance)
         };
         let m = MOMENTUM;
         let mean = self

@@ -12,16 +12,17 @@
 //! chooses). Tested against burn's `batch_norm_train` forward and backward below, and through
 //! the fine-tuning golden test (tests/finetune_golden.rs).
 
+use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::autodiff::Autodiff;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Dispatch, ExtensionType, Flex, backend_extension};
-use burn_flex::FlexTensor;
 use burn::tensor::{Tensor, TensorData};
+use burn_flex::FlexTensor;
 use rayon::prelude::*;
+use std::borrow::Cow;
 
 /// The training forward's results: the output and the batch statistics (mean, biased
 /// variance; `[C]`, not differentiable) for the running statistics.
@@ -40,6 +41,7 @@ pub trait FusedBatchNorm: burn::backend::Backend {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         eps: f64,
+        relu: bool,
     ) -> BatchStats<Self>;
 
     /// `x [N, C, L]` → `x · scale[c] + shift[c]` (evaluation-mode BatchNorm, folded).
@@ -47,15 +49,18 @@ pub trait FusedBatchNorm: burn::backend::Backend {
         x: FloatTensor<Self>,
         scale: FloatTensor<Self>,
         shift: FloatTensor<Self>,
+        relu: bool,
     ) -> FloatTensor<Self>;
 }
 
-/// Training BatchNorm over `x [N, C, ...]`: (output, batch mean, biased batch variance).
+/// Training BatchNorm over `x [N, C, ...]`, followed by a ReLU when `relu`:
+/// (output, batch mean, biased batch variance).
 pub fn batch_norm_batch_stats<const D: usize>(
     x: Tensor<D>,
     weight: Tensor<1>,
     bias: Tensor<1>,
     eps: f64,
+    relu: bool,
 ) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
     let dims = x.dims();
     let x = x.reshape([dims[0], dims[1], dims[2..].iter().product()]);
@@ -64,6 +69,7 @@ pub fn batch_norm_batch_stats<const D: usize>(
         weight.into_dispatch(),
         bias.into_dispatch(),
         eps,
+        relu,
     );
     (
         Tensor::<3>::from_dispatch(out.output).reshape(dims),
@@ -72,29 +78,45 @@ pub fn batch_norm_batch_stats<const D: usize>(
     )
 }
 
-/// `x [N, C, ...] · scale[c] + shift[c]` in one parallel pass.
-pub fn channel_affine<const D: usize>(x: Tensor<D>, scale: Tensor<1>, shift: Tensor<1>) -> Tensor<D> {
+/// `x [N, C, ...] · scale[c] + shift[c]` (then a ReLU when `relu`) in one parallel pass.
+pub fn channel_affine<const D: usize>(
+    x: Tensor<D>,
+    scale: Tensor<1>,
+    shift: Tensor<1>,
+    relu: bool,
+) -> Tensor<D> {
     let dims = x.dims();
     let x = x.reshape([dims[0], dims[1], dims[2..].iter().product()]);
     let y = <Dispatch as FusedBatchNorm>::channel_affine(
         x.into_dispatch(),
         scale.into_dispatch(),
         shift.into_dispatch(),
+        relu,
     );
     Tensor::<3>::from_dispatch(y).reshape(dims)
 }
 
 /// The contiguous f32 values of a flex tensor and its `[N, C, L]` shape.
-fn values(t: &FlexTensor) -> (std::borrow::Cow<'_, [f32]>, [usize; 3]) {
+fn values(t: &FlexTensor) -> (Cow<'_, [f32]>, [usize; 3]) {
     let dims = t.layout().shape().dims::<3>();
     match t.as_slice::<f32>() {
         Some(v) => (v.into(), dims),
-        None => (t.to_contiguous().as_slice::<f32>().expect("f32").to_vec().into(), dims),
+        None => (
+            t.to_contiguous()
+                .as_slice::<f32>()
+                .expect("f32")
+                .to_vec()
+                .into(),
+            dims,
+        ),
     }
 }
 
 fn vector(t: &FlexTensor) -> Vec<f32> {
-    t.to_contiguous().as_slice::<f32>().expect("an f32 vector").to_vec()
+    t.to_contiguous()
+        .as_slice::<f32>()
+        .expect("an f32 vector")
+        .to_vec()
 }
 
 fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
@@ -115,10 +137,7 @@ fn lane_sum(row: &[f32], f: impl Fn(usize) -> f32) -> f64 {
 }
 
 /// Per channel c: Σ over n and l of `f(n, c, l-row)` (each row `[L]`), in parallel over c.
-fn channel_sums(
-    [n, c, l]: [usize; 3],
-    f: impl Fn(usize, usize, usize) -> f64 + Sync,
-) -> Vec<f64> {
+fn channel_sums([n, c, l]: [usize; 3], f: impl Fn(usize, usize, usize) -> f64 + Sync) -> Vec<f64> {
     let _ = l;
     (0..c)
         .into_par_iter()
@@ -126,23 +145,40 @@ fn channel_sums(
         .collect()
 }
 
-/// `out[n, c, :] = x[n, c, :] · a[c] + b[c]` (+ `d[n, c, :] · e[c]` when given), parallel rows.
-fn affine_rows(x: &[f32], l: usize, a: &[f32], b: &[f32], extra: Option<(&[f32], &[f32])>) -> Vec<f32> {
+/// `out[n, c, :] = x[n, c, :] · a[c] + b[c]` (+ `d[n, c, :] · e[c]` when given; then
+/// max(0, ·) when `relu`), parallel over rows.
+fn affine_rows(
+    x: &[f32],
+    l: usize,
+    a: &[f32],
+    b: &[f32],
+    extra: Option<(&[f32], &[f32])>,
+    relu: bool,
+) -> Vec<f32> {
     let c = a.len();
     let mut out = vec![0f32; x.len()];
-    out.par_chunks_mut(l.max(1)).enumerate().for_each(|(row, o)| {
-        let ch = row % c;
-        let xs = &x[row * l..][..l];
-        match extra {
-            None => o.iter_mut().zip(xs).for_each(|(o, &v)| *o = v * a[ch] + b[ch]),
-            Some((d, e)) => {
-                let ds = &d[row * l..][..l];
-                for ((o, &v), &g) in o.iter_mut().zip(xs).zip(ds) {
-                    *o = g * e[ch] + v * a[ch] + b[ch];
+    out.par_chunks_mut(l.max(1))
+        .enumerate()
+        .for_each(|(row, o)| {
+            let ch = row % c;
+            let xs = &x[row * l..][..l];
+            match extra {
+                None if relu => o
+                    .iter_mut()
+                    .zip(xs)
+                    .for_each(|(o, &v)| *o = (v * a[ch] + b[ch]).max(0.0)),
+                None => o
+                    .iter_mut()
+                    .zip(xs)
+                    .for_each(|(o, &v)| *o = v * a[ch] + b[ch]),
+                Some((d, e)) => {
+                    let ds = &d[row * l..][..l];
+                    for ((o, &v), &g) in o.iter_mut().zip(xs).zip(ds) {
+                        *o = g * e[ch] + v * a[ch] + b[ch];
+                    }
                 }
             }
-        }
-    });
+        });
     out
 }
 
@@ -161,15 +197,38 @@ fn statistics(x: &[f32], dims: [usize; 3]) -> (Vec<f64>, Vec<f64>) {
     (mean, var.into_iter().map(|s| s / m).collect())
 }
 
-/// The forward on flex tensors: (output, mean, biased variance, 1/√(var + eps)).
-fn forward(x: &FlexTensor, weight: &[f32], bias: &[f32], eps: f64) -> (FlexTensor, Vec<f64>, Vec<f64>, Vec<f64>) {
+/// The forward on flex tensors: the output and what the backward needs.
+fn forward(
+    x: &FlexTensor,
+    weight: &[f32],
+    bias: &[f32],
+    eps: f64,
+    relu: bool,
+) -> (FlexTensor, Saved) {
     let (xs, dims) = values(x);
     let (mean, var) = statistics(&xs, dims);
     let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-    let a: Vec<f32> = (0..dims[1]).map(|c| (weight[c] as f64 * inv_std[c]) as f32).collect();
-    let b: Vec<f32> = (0..dims[1]).map(|c| (bias[c] as f64 - mean[c] * a[c] as f64) as f32).collect();
-    let out = flex(affine_rows(&xs, dims[2], &a, &b, None), dims.to_vec());
-    (out, mean, var, inv_std)
+    let scale: Vec<f32> = (0..dims[1])
+        .map(|c| (weight[c] as f64 * inv_std[c]) as f32)
+        .collect();
+    let shift: Vec<f32> = (0..dims[1])
+        .map(|c| (bias[c] as f64 - mean[c] * scale[c] as f64) as f32)
+        .collect();
+    let out = flex(
+        affine_rows(&xs, dims[2], &scale, &shift, None, relu),
+        dims.to_vec(),
+    );
+    let saved = Saved {
+        x: x.clone(),
+        weight: weight.to_vec(),
+        mean,
+        var,
+        inv_std,
+        scale,
+        shift,
+        relu,
+    };
+    (out, saved)
 }
 
 fn f32s(v: &[f64]) -> Vec<f32> {
@@ -177,25 +236,77 @@ fn f32s(v: &[f64]) -> Vec<f32> {
 }
 
 impl FusedBatchNorm for Flex {
-    fn batch_norm_batch_stats(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, eps: f64) -> BatchStats<Self> {
-        let (output, mean, var, _) = forward(&x, &vector(&weight), &vector(&bias), eps);
-        let c = mean.len();
-        BatchStats { output, mean: flex(f32s(&mean), vec![c]), variance: flex(f32s(&var), vec![c]) }
+    fn batch_norm_batch_stats(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        eps: f64,
+        relu: bool,
+    ) -> BatchStats<Self> {
+        let (output, saved) = forward(&x, &vector(&weight), &vector(&bias), eps, relu);
+        let [mean, variance] = saved.statistics();
+        BatchStats {
+            output,
+            mean,
+            variance,
+        }
     }
 
-    fn channel_affine(x: FlexTensor, scale: FlexTensor, shift: FlexTensor) -> FlexTensor {
+    fn channel_affine(
+        x: FlexTensor,
+        scale: FlexTensor,
+        shift: FlexTensor,
+        relu: bool,
+    ) -> FlexTensor {
         let (xs, dims) = values(&x);
-        flex(affine_rows(&xs, dims[2], &vector(&scale), &vector(&shift), None), dims.to_vec())
+        let y = affine_rows(&xs, dims[2], &vector(&scale), &vector(&shift), None, relu);
+        flex(y, dims.to_vec())
     }
 }
 
-/// What the backward needs: the input, the weight, the batch mean and 1/√(var + eps).
+/// What the backward needs: the input, the weight, the batch statistics, and the affine map
+/// the forward applied (to find where a following ReLU let the gradient through).
 #[derive(Debug, Clone)]
 struct Saved {
     x: FlexTensor,
     weight: Vec<f32>,
     mean: Vec<f64>,
+    var: Vec<f64>,
     inv_std: Vec<f64>,
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    relu: bool,
+}
+
+impl Saved {
+    /// Batch mean and biased variance as `[C]` tensors.
+    fn statistics(&self) -> [FlexTensor; 2] {
+        let c = self.mean.len();
+        [
+            flex(f32s(&self.mean), vec![c]),
+            flex(f32s(&self.var), vec![c]),
+        ]
+    }
+
+    /// The output gradient where the forward's ReLU passed it (all of it without ReLU).
+    fn through_relu<'a>(&self, x: &[f32], dy: Cow<'a, [f32]>, l: usize) -> Cow<'a, [f32]> {
+        if !self.relu {
+            return dy;
+        }
+        let c = self.scale.len();
+        let mut out = dy.into_owned();
+        out.par_chunks_mut(l.max(1))
+            .enumerate()
+            .for_each(|(row, g)| {
+                let (a, b) = (self.scale[row % c], self.shift[row % c]);
+                for (g, &v) in g.iter_mut().zip(&x[row * l..][..l]) {
+                    if v * a + b <= 0.0 {
+                        *g = 0.0;
+                    }
+                }
+            });
+        out.into()
+    }
 }
 
 #[derive(Debug)]
@@ -209,9 +320,10 @@ impl Backward<Flex, 3> for BatchNormBackward {
     fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_w, node_b] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
-        let Saved { x, weight, mean, inv_std } = ops.state;
-        let (xs, dims) = values(&x);
-        let (dys, _) = values(&dy);
+        let saved = ops.state;
+        let (xs, dims) = values(&saved.x);
+        let dys = saved.through_relu(&xs, values(&dy).0, dims[2]);
+        let (weight, mean, inv_std) = (&saved.weight, &saved.mean, &saved.inv_std);
         let (c, l) = (dims[1], dims[2]);
         let m = (dims[0] * l) as f64;
         let sum_dy = channel_sums(dims, |_, _, at| lane_sum(&dys[at..at + l], |i| dys[at + i]));
@@ -219,14 +331,20 @@ impl Backward<Flex, 3> for BatchNormBackward {
             lane_sum(&dys[at..at + l], |i| dys[at + i] * xs[at + i])
         });
         let d_beta = sum_dy.clone();
-        let d_gamma: Vec<f64> = (0..c).map(|k| (sum_dy_x[k] - mean[k] * sum_dy[k]) * inv_std[k]).collect();
+        let d_gamma: Vec<f64> = (0..c)
+            .map(|k| (sum_dy_x[k] - mean[k] * sum_dy[k]) * inv_std[k])
+            .collect();
         if let Some(node) = node_x {
             let a: Vec<f64> = (0..c).map(|k| weight[k] as f64 * inv_std[k]).collect();
-            let kx: Vec<f32> = (0..c).map(|k| (-a[k] * inv_std[k] * d_gamma[k] / m) as f32).collect();
-            let k0: Vec<f32> = (0..c)
-                .map(|k| (-a[k] * d_beta[k] / m + a[k] * inv_std[k] * mean[k] * d_gamma[k] / m) as f32)
+            let kx: Vec<f32> = (0..c)
+                .map(|k| (-a[k] * inv_std[k] * d_gamma[k] / m) as f32)
                 .collect();
-            let dx = affine_rows(&xs, l, &kx, &k0, Some((&dys, &f32s(&a))));
+            let k0: Vec<f32> = (0..c)
+                .map(|k| {
+                    (-a[k] * d_beta[k] / m + a[k] * inv_std[k] * mean[k] * d_gamma[k] / m) as f32
+                })
+                .collect();
+            let dx = affine_rows(&xs, l, &kx, &k0, Some((&dys, &f32s(&a))), false);
             grads.register::<Flex>(node.id, flex(dx, dims.to_vec()));
         }
         if let Some(node) = node_w {
@@ -247,26 +365,23 @@ impl<C: CheckpointStrategy> FusedBatchNorm for Autodiff<Flex, C> {
         weight: AutodiffTensor,
         bias: AutodiffTensor,
         eps: f64,
+        relu: bool,
     ) -> BatchStats<Self> {
-        let w = vector(weight.primitive());
-        let (output, mean, var, inv_std) = forward(x.primitive(), &w, &vector(bias.primitive()), eps);
-        let c = mean.len();
-        let stats = (flex(f32s(&mean), vec![c]), flex(f32s(&var), vec![c]));
+        let (w, b) = (vector(weight.primitive()), vector(bias.primitive()));
+        let (output, saved) = forward(x.primitive(), &w, &b, eps, relu);
+        let [mean, variance] = saved.statistics().map(AutodiffTensor::new);
         let output = match BatchNormBackward
             .prepare::<C>([x.node(), weight.node(), bias.node()])
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => {
-                let saved = Saved { x: x.into_primitive(), weight: w, mean, inv_std };
-                prep.finish(saved, output)
-            }
+            OpsKind::Tracked(prep) => prep.finish(saved, output),
             OpsKind::UnTracked(prep) => prep.finish(output),
         };
         BatchStats {
             output,
-            mean: AutodiffTensor::new(stats.0),
-            variance: AutodiffTensor::new(stats.1),
+            mean,
+            variance,
         }
     }
 
@@ -274,12 +389,14 @@ impl<C: CheckpointStrategy> FusedBatchNorm for Autodiff<Flex, C> {
         x: AutodiffTensor,
         scale: AutodiffTensor,
         shift: AutodiffTensor,
+        relu: bool,
     ) -> AutodiffTensor {
         // Evaluation only (not differentiable): the result is a constant.
         AutodiffTensor::new(Flex::channel_affine(
             x.into_primitive(),
             scale.into_primitive(),
             shift.into_primitive(),
+            relu,
         ))
     }
 }
@@ -287,6 +404,7 @@ impl<C: CheckpointStrategy> FusedBatchNorm for Autodiff<Flex, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::activation::relu;
     use burn::tensor::module::{batch_norm, batch_norm_train};
     use burn::tensor::{Device, Distribution};
 
@@ -294,8 +412,8 @@ mod tests {
         (a - b).abs().max().into_scalar::<f32>()
     }
 
-    /// Forward, statistics and all three gradients against burn's composed BatchNorm, on an
-    /// input with a large mean (cancellation) and a non-contiguous view.
+    /// Forward, statistics and all three gradients against burn's composed BatchNorm (and
+    /// ReLU), on an input with a large mean (cancellation) and a non-contiguous view.
     #[test]
     fn matches_burns_batch_norm_forward_and_backward() {
         let device = Device::flex().autodiff();
@@ -307,18 +425,32 @@ mod tests {
         let probe = Tensor::<4>::random([3, 5, 7, 6], Distribution::Normal(0.0, 1.0), &device);
         let grads_of = |y: Tensor<4>| {
             let g = (y * probe.clone()).sum().backward();
-            [x.grad(&g).unwrap(), w.grad(&g).unwrap().unsqueeze(), b.grad(&g).unwrap().unsqueeze()]
+            [
+                x.grad(&g).unwrap(),
+                w.grad(&g).unwrap().unsqueeze(),
+                b.grad(&g).unwrap().unsqueeze(),
+            ]
         };
-        let (ours, mean, var) = batch_norm_batch_stats(x.clone(), w.clone(), b.clone(), 1e-5);
-        let theirs = batch_norm_train(x.clone(), w.clone(), b.clone(), 1e-5);
-        assert!(max_diff(ours.clone(), theirs.output.clone()) < 1e-5);
-        assert!(max_diff(mean, theirs.mean) < 1e-5);
-        assert!(max_diff(var, theirs.variance) < 1e-4);
-        let (g_ours, g_theirs) = (grads_of(ours), grads_of(theirs.output));
-        for (k, (a, b)) in g_ours.into_iter().zip(g_theirs).enumerate() {
-            let scale = b.clone().abs().max().into_scalar::<f32>().max(1.0);
-            let d = max_diff(a.inner(), b.inner()) / scale;
-            assert!(d < 1e-4, "gradient {k} differs by {d}");
+        for with_relu in [false, true] {
+            let (ours, mean, var) =
+                batch_norm_batch_stats(x.clone(), w.clone(), b.clone(), 1e-5, with_relu);
+            let theirs = batch_norm_train(x.clone(), w.clone(), b.clone(), 1e-5);
+            let out = if with_relu {
+                relu(theirs.output)
+            } else {
+                theirs.output
+            };
+            let zeros = out.clone().equal_elem(0.0).int().sum().into_scalar::<i64>();
+            assert!(!with_relu || zeros > 100, "the ReLU cuts ({zeros} zeros)");
+            assert!(max_diff(ours.clone(), out.clone()) < 1e-5);
+            assert!(max_diff(mean, theirs.mean) < 1e-5);
+            assert!(max_diff(var, theirs.variance) < 1e-4);
+            let (g_ours, g_theirs) = (grads_of(ours), grads_of(out));
+            for (k, (a, b)) in g_ours.into_iter().zip(g_theirs).enumerate() {
+                let scale = b.clone().abs().max().into_scalar::<f32>().max(1.0);
+                let d = max_diff(a.inner(), b.inner()) / scale;
+                assert!(d < 1e-4, "gradient {k} differs by {d} (relu {with_relu})");
+            }
         }
     }
 
@@ -326,11 +458,15 @@ mod tests {
     fn channel_affine_is_evaluation_batch_norm() {
         let device = Device::flex();
         let x = Tensor::<4>::random([2, 4, 3, 5], Distribution::Normal(1.0, 2.0), &device);
-        let [w, b, m] = [0.5, 0.0, 1.0].map(|mu| Tensor::<1>::random([4], Distribution::Normal(mu, 1.0), &device));
+        let [w, b, m] = [0.5, 0.0, 1.0]
+            .map(|mu| Tensor::<1>::random([4], Distribution::Normal(mu, 1.0), &device));
         let v = Tensor::<1>::random([4], Distribution::Uniform(0.5, 2.0), &device);
         let scale = w.clone() / v.clone().add_scalar(1e-5).sqrt();
         let shift = b.clone() - m.clone() * scale.clone();
-        let ours = channel_affine(x.clone(), scale, shift);
-        assert!(max_diff(ours, batch_norm(x, w, b, m, v, 1e-5)) < 1e-5);
+        let theirs = batch_norm(x.clone(), w, b, m, v, 1e-5);
+        let ours = channel_affine(x.clone(), scale.clone(), shift.clone(), false);
+        assert!(max_diff(ours, theirs.clone()) < 1e-5);
+        let ours = channel_affine(x, scale, shift, true);
+        assert!(max_diff(ours, relu(theirs)) < 1e-5);
     }
 }
