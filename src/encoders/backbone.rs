@@ -15,9 +15,11 @@ use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Distribution, Tensor, s};
 use serde::{Deserialize, Serialize};
 
+use super::conv2d_flex;
 use super::resnet50::{EXPANSION, ResNet50Config};
 use super::vgg19::{CONVS_PER_BLOCK, Vgg19Config};
 use crate::checkpoint::{StateDict, StoredTensor, load_state_dict, pth};
+use crate::device::is_flex;
 use crate::model::batch_norm::BatchNorm;
 use crate::model::state::ParamList;
 use crate::model::state::{HasState, Layout, Prefix, StateVisitor};
@@ -73,8 +75,7 @@ impl Conv {
             // A 1×1 convolution is one batched matrix multiply [O, C] × [C, H·W] per image
             // (of every stride-th pixel when strided: the downsampling shortcuts); burn-flex's
             // conv2d backward runs it on narrow GEMM tiles (the stride-2 shortcut of layer2:
-            // weight gradient 837 ms against 47 ms as a product, 20 images, BENCHMARKS.md). The
-            // same for the 3×3 ones (im2col) measured slower than burn's conv2d.
+            // weight gradient 837 ms against 47 ms as a product, 20 images, BENCHMARKS.md).
             let s = self.stride;
             let x = if s > 1 {
                 let [_, _, h, w] = x.dims();
@@ -95,6 +96,14 @@ impl Conv {
             };
         }
         let (s, p) = (self.stride, self.padding);
+        if x.device().is_autodiff() && is_flex(&x.device()) {
+            // Training on the CPU: the weight gradient as im2col products (conv2d_flex.rs).
+            let y = conv2d_flex::conv2d(x, self.weight.val(), s, p);
+            return match &self.bias {
+                Some(bias) => y + bias.val().reshape([1, o, 1, 1]),
+                None => y,
+            };
+        }
         let options = ConvOptions::new([s, s], [p, p], [1, 1], 1);
         conv2d(
             x,

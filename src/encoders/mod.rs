@@ -11,6 +11,7 @@
 
 pub mod backbone;
 pub mod cnn14;
+pub mod conv2d_flex;
 pub mod decode;
 pub mod fft;
 pub mod image;
