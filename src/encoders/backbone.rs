@@ -15,9 +15,9 @@ use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Distribution, Tensor, s};
 use serde::{Deserialize, Serialize};
 
-use super::conv2d_flex;
 use super::resnet50::{EXPANSION, ResNet50Config};
 use super::vgg19::{CONVS_PER_BLOCK, Vgg19Config};
+use super::{conv2d_flex, residual_flex};
 use crate::checkpoint::{StateDict, StoredTensor, load_state_dict, pth};
 use crate::device::is_flex;
 use crate::model::batch_norm::BatchNorm;
@@ -223,6 +223,9 @@ impl Bottleneck {
             Some((conv, bn)) => bn.forward(conv.forward(x)),
             None => x,
         };
+        if is_flex(&out.device()) {
+            return residual_flex::add_relu(out, identity);
+        }
         relu(out + identity)
     }
 }

@@ -17,6 +17,7 @@ pub mod fft;
 pub mod image;
 pub mod logmel;
 pub mod registry;
+pub mod residual_flex;
 pub mod resnet50;
 pub mod vgg19;
 pub mod vgg19bn;
