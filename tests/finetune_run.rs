@@ -114,6 +114,14 @@ fn finetunes_resumes_and_writes_both_encoder_files() {
     let cached = std::fs::read_dir(whole.join("frames")).unwrap().count();
     assert_eq!(cached + skipped.lines().count(), 10, "{skipped}");
     assert!(whole.join("curves.png").exists());
+    // The 3 held-out videos are named, each a cached video that is not skipped.
+    let held = std::fs::read_to_string(whole.join("held_out.tsv")).unwrap();
+    assert_eq!(held.lines().count(), 3, "{held}");
+    for id in held.lines() {
+        assert!(!skipped.contains(id), "{id} held out and skipped");
+        let frames = whole.join("frames").join(format!("{id}.rgb"));
+        assert!(frames.exists(), "{id} has no cached frames");
+    }
 
     // Both files hold the same trained encoder, under torchvision's and the official keys.
     let tv = read_state_dict(&whole.join("resnet50.pth")).unwrap();

@@ -16,10 +16,12 @@ pub struct Args {
     /// Output folder: visual_feature.h5, audio_feature.h5, test_order.h5, index.tsv.
     #[arg(long)]
     out: PathBuf,
-    /// Encoder pair: `vgg` (VGG19 + VGGish, the AVE features) or `resnet-cnn14`.
+    /// Encoder pair: `vgg` (VGG19 + VGGish, the AVE features), `resnet-cnn14` or
+    /// `vgg19bn-vggish` (Table S5).
     #[arg(long, value_enum, default_value_t = EncoderKind::Vgg)]
     encoders: EncoderKind,
-    /// Folder with the encoders' weight files (vgg19.pth, vggish.pth / resnet50.pth, cnn14.pth).
+    /// Folder with the encoders' weight files (vgg19.pth, vggish.pth / resnet50.pth, cnn14.pth /
+    /// vgg19_bn.pth, vggish.pth).
     #[arg(long, required_unless_present = "merge")]
     weights: Option<PathBuf>,
     /// Extract only every n-th video, starting at the i-th (0-based): `i/n`.

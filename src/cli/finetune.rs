@@ -31,14 +31,16 @@ pub struct Args {
     /// Epochs [default: 50].
     #[arg(long)]
     epochs: Option<usize>,
-    /// Videos per step [default: 128].
+    /// Videos per step [default: 128]; a last partial batch of an epoch is dropped, as the
+    /// official loader does (`drop_last`).
     #[arg(long)]
     batch_size: Option<usize>,
     /// Videos per forward pass and per contrastive set; the batch is split into shares of this
     /// size whose gradients are averaged, as over the GPUs of the official run [default: 16].
     #[arg(long)]
     local_batch: Option<usize>,
-    /// Videos held out of training for the retrieval accuracy [default: 128].
+    /// Videos held out of training for the retrieval accuracy [default: 128]; their ids are
+    /// written to RUN/held_out.tsv.
     #[arg(long)]
     held_out: Option<usize>,
     /// Settings as JSON (fields of `FinetuneConfig`; the options above override them).

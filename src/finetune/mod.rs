@@ -158,7 +158,7 @@ type SplitVideos = (
 );
 
 /// Decodes the frames not cached yet; drops the videos that failed; reports what was skipped
-/// (on stderr and in `RUN/skipped.tsv`).
+/// (on stderr and in `RUN/skipped.tsv`) and lists the held-out videos (`RUN/held_out.tsv`).
 fn cache_frames(
     cache: &FrameCache,
     train: Vec<data::Video>,
@@ -184,6 +184,9 @@ fn cache_frames(
             .collect()
     };
     let (train, held_out) = (keep(train), keep(held_out));
+    // Which videos the retrieval accuracy is measured on.
+    let ids: String = held_out.iter().map(|v| format!("{}\n", v.id)).collect();
+    crate::fsutil::write_file(&run.path.join("held_out.tsv"), ids.as_bytes())?;
     skipped.extend(failed.iter().cloned());
     if !skipped.is_empty() {
         eprintln!(
