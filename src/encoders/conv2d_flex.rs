@@ -165,10 +165,9 @@ impl Backward<Flex, 2> for ConvBackward {
             stride,
             padding,
         } = ops.state;
-        let [n, c, h, w] = x.layout().shape().dims::<4>();
+        let [_, c, h, w] = x.layout().shape().dims::<4>();
         let [o, _, k, _] = weight.layout().shape().dims::<4>();
         let [_, _, ho, wo] = dy.layout().shape().dims::<4>();
-        let _ = n;
         if let Some(node) = node_x {
             let opts = options(stride, padding);
             let dx = Flex::conv2d_x_backward(x.clone(), weight.clone(), dy.clone(), opts);

@@ -136,12 +136,11 @@ fn lane_sum(row: &[f32], f: impl Fn(usize) -> f32) -> f64 {
     acc.iter().map(|&a| a as f64).sum::<f64>() + tail
 }
 
-/// Per channel c: Σ over n and l of `f(n, c, l-row)` (each row `[L]`), in parallel over c.
-fn channel_sums([n, c, l]: [usize; 3], f: impl Fn(usize, usize, usize) -> f64 + Sync) -> Vec<f64> {
-    let _ = l;
+/// Per channel c: Σ over the images n of `f(c, start of row [n, c, :])`, parallel over c.
+fn channel_sums([n, c, l]: [usize; 3], f: impl Fn(usize, usize) -> f64 + Sync) -> Vec<f64> {
     (0..c)
         .into_par_iter()
-        .map(|ch| (0..n).map(|i| f(i, ch, (i * c + ch) * l)).sum())
+        .map(|ch| (0..n).map(|i| f(ch, (i * c + ch) * l)).sum())
         .collect()
 }
 
@@ -186,11 +185,11 @@ fn affine_rows(
 fn statistics(x: &[f32], dims: [usize; 3]) -> (Vec<f64>, Vec<f64>) {
     let m = (dims[0] * dims[2]) as f64;
     let l = dims[2];
-    let mean: Vec<f64> = channel_sums(dims, |_, _, at| lane_sum(&x[at..at + l], |i| x[at + i]))
+    let mean: Vec<f64> = channel_sums(dims, |_, at| lane_sum(&x[at..at + l], |i| x[at + i]))
         .into_iter()
         .map(|s| s / m)
         .collect();
-    let var = channel_sums(dims, |_, ch, at| {
+    let var = channel_sums(dims, |ch, at| {
         let mu = mean[ch] as f32;
         lane_sum(&x[at..at + l], |i| (x[at + i] - mu) * (x[at + i] - mu))
     });
@@ -326,8 +325,8 @@ impl Backward<Flex, 3> for BatchNormBackward {
         let (weight, mean, inv_std) = (&saved.weight, &saved.mean, &saved.inv_std);
         let (c, l) = (dims[1], dims[2]);
         let m = (dims[0] * l) as f64;
-        let sum_dy = channel_sums(dims, |_, _, at| lane_sum(&dys[at..at + l], |i| dys[at + i]));
-        let sum_dy_x = channel_sums(dims, |_, _, at| {
+        let sum_dy = channel_sums(dims, |_, at| lane_sum(&dys[at..at + l], |i| dys[at + i]));
+        let sum_dy_x = channel_sums(dims, |_, at| {
             lane_sum(&dys[at..at + l], |i| dys[at + i] * xs[at + i])
         });
         let d_beta = sum_dy.clone();
