@@ -350,6 +350,14 @@ pub fn run(opts: &AblateOptions) -> Result<TableResult> {
             row.apply = None;
         }
     }
+    // A row folder that exists but cannot be read (an extraction still running, say) fails
+    // the table now, before hours of training on the other rows.
+    for row in rows.iter().filter(|r| r.apply.is_some()) {
+        if let Some(folder) = row.features {
+            crate::data::ave::AveDir::open(&opts.data.join(folder))
+                .with_context(|| format!("row `{}` of table {}", row.slug, opts.table))?;
+        }
+    }
     if rows.iter().all(|r| r.apply.is_none()) {
         bail!(
             "no row of table {} can run on {}{}",

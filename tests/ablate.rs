@@ -131,6 +131,18 @@ fn ablate_table_3_trains_one_folder_per_row() {
     };
     assert_ne!(first_loss("vgg19-vggish"), first_loss("resnet50-cnn14"));
 
+    // A row folder that exists but holds no features yet (its extraction still running)
+    // fails the table before any row trains, naming the folder.
+    std::fs::create_dir_all(dir.join("data/resnet50ft-cnn14")).unwrap();
+    let o = ablate(&dir.join("data"), "t3-partial");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains("resnet50ft-cnn14") && stderr.contains("row `"),
+        "{stderr}"
+    );
+    assert!(!dir.join("t3-partial").exists(), "trained before failing");
+
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let o = ablate(&empty, "t3-empty");
