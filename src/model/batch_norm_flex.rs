@@ -123,16 +123,16 @@ fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-/// Σ f(row[i]) in f32 lanes (vectorised), added up in f64.
-fn lane_sum(row: &[f32], f: impl Fn(usize) -> f32) -> f64 {
+/// Σ over i < len of f(i), in 16 f32 lanes (vectorised), added up in f64.
+fn lane_sum(len: usize, f: impl Fn(usize) -> f32) -> f64 {
     let mut acc = [0f32; 16];
-    let full = row.len() / 16 * 16;
+    let full = len / 16 * 16;
     for start in (0..full).step_by(16) {
         for (k, a) in acc.iter_mut().enumerate() {
             *a += f(start + k);
         }
     }
-    let tail: f64 = (full..row.len()).map(|i| f(i) as f64).sum();
+    let tail: f64 = (full..len).map(|i| f(i) as f64).sum();
     acc.iter().map(|&a| a as f64).sum::<f64>() + tail
 }
 
@@ -185,13 +185,13 @@ fn affine_rows(
 fn statistics(x: &[f32], dims: [usize; 3]) -> (Vec<f64>, Vec<f64>) {
     let m = (dims[0] * dims[2]) as f64;
     let l = dims[2];
-    let mean: Vec<f64> = channel_sums(dims, |_, at| lane_sum(&x[at..at + l], |i| x[at + i]))
+    let mean: Vec<f64> = channel_sums(dims, |_, at| lane_sum(l, |i| x[at + i]))
         .into_iter()
         .map(|s| s / m)
         .collect();
     let var = channel_sums(dims, |ch, at| {
         let mu = mean[ch] as f32;
-        lane_sum(&x[at..at + l], |i| (x[at + i] - mu) * (x[at + i] - mu))
+        lane_sum(l, |i| (x[at + i] - mu) * (x[at + i] - mu))
     });
     (mean, var.into_iter().map(|s| s / m).collect())
 }
@@ -325,10 +325,8 @@ impl Backward<Flex, 3> for BatchNormBackward {
         let (weight, mean, inv_std) = (&saved.weight, &saved.mean, &saved.inv_std);
         let (c, l) = (dims[1], dims[2]);
         let m = (dims[0] * l) as f64;
-        let sum_dy = channel_sums(dims, |_, at| lane_sum(&dys[at..at + l], |i| dys[at + i]));
-        let sum_dy_x = channel_sums(dims, |_, at| {
-            lane_sum(&dys[at..at + l], |i| dys[at + i] * xs[at + i])
-        });
+        let sum_dy = channel_sums(dims, |_, at| lane_sum(l, |i| dys[at + i]));
+        let sum_dy_x = channel_sums(dims, |_, at| lane_sum(l, |i| dys[at + i] * xs[at + i]));
         let d_beta = sum_dy.clone();
         let d_gamma: Vec<f64> = (0..c)
             .map(|k| (sum_dy_x[k] - mean[k] * sum_dy[k]) * inv_std[k])
