@@ -17,6 +17,7 @@ pub mod device;
 pub mod encoders;
 pub mod extract;
 pub mod finetune;
+pub mod flex;
 pub mod fsutil;
 pub mod inference;
 pub mod loss;

@@ -20,9 +20,11 @@ use burn::backend::ops::{FloatTensorOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Dispatch, Flex, backend_extension};
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Shape, Tensor, TensorData};
+use burn::tensor::{Shape, Tensor};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
+
+use crate::flex;
 
 #[backend_extension(Flex, Autodiff)]
 pub trait Conv2dGemmGrad: burn::backend::Backend {
@@ -116,17 +118,14 @@ fn images_per_group(g: Geometry, n: usize) -> usize {
 /// `dW [O, C, k, k] = Σ over groups of dY_group [O, count·L] × cols_groupᵀ`.
 fn weight_grad(x: &FlexTensor, dy: FlexTensor, g: Geometry, o: usize) -> FlexTensor {
     let x = x.to_contiguous();
-    let xs = x.as_slice::<f32>().expect("f32 input");
+    let xs = flex::values(&x);
     let n = dy.layout().shape().dims::<4>()[0];
     let l = g.ho * g.wo;
     let group = images_per_group(g, n);
     let mut total: Option<FlexTensor> = None;
     for n0 in (0..n).step_by(group) {
         let count = group.min(n - n0);
-        let cols = FlexTensor::from_data(TensorData::new(
-            im2col(xs, g, n0, count),
-            [g.rows(), count * l],
-        ));
+        let cols = flex::tensor(im2col(xs, g, n0, count), [g.rows(), count * l]);
         // [count, O, L] → [O, count·L] (a copy), then one product.
         let dy_group = dy.narrow(0, n0, count);
         let dy_group = Flex::float_reshape(dy_group, Shape::new([count, o, l]));

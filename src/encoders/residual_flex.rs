@@ -14,9 +14,11 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Dispatch, Flex, backend_extension};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
+
+use crate::flex;
 
 #[backend_extension(Flex, Autodiff)]
 pub trait AddRelu: burn::backend::Backend {
@@ -39,10 +41,7 @@ const CHUNK: usize = 1 << 16;
 /// `out[i] = f(x[i], y[i])`, in parallel chunks, with `x`'s shape.
 fn zip_map(x: &FlexTensor, y: &FlexTensor, f: impl Fn(f32, f32) -> f32 + Sync) -> FlexTensor {
     let (x, y) = (x.to_contiguous(), y.to_contiguous());
-    let (xs, ys) = (
-        x.as_slice::<f32>().expect("f32"),
-        y.as_slice::<f32>().expect("f32"),
-    );
+    let (xs, ys) = (flex::values(&x), flex::values(&y));
     let mut out = vec![0f32; xs.len()];
     out.par_chunks_mut(CHUNK).enumerate().for_each(|(k, o)| {
         let (xs, ys) = (&xs[k * CHUNK..][..o.len()], &ys[k * CHUNK..][..o.len()]);
@@ -50,8 +49,7 @@ fn zip_map(x: &FlexTensor, y: &FlexTensor, f: impl Fn(f32, f32) -> f32 + Sync) -
             *o = f(a, b);
         }
     });
-    let shape = x.layout().shape().clone();
-    FlexTensor::from_data(TensorData::new(out, shape))
+    flex::tensor(out, x.layout().shape().clone())
 }
 
 impl AddRelu for Flex {

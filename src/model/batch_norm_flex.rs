@@ -19,7 +19,9 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Dispatch, ExtensionType, Flex, backend_extension};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
+
+use crate::flex::{self, to_vec};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -53,6 +55,12 @@ pub trait FusedBatchNorm: burn::backend::Backend {
     ) -> FloatTensor<Self>;
 }
 
+/// `[N, C, ...]` → `[N, C, L]`.
+fn as_ncl<const D: usize>(x: Tensor<D>) -> Tensor<3> {
+    let dims = x.dims();
+    x.reshape([dims[0], dims[1], dims[2..].iter().product()])
+}
+
 /// Training BatchNorm over `x [N, C, ...]`, followed by a ReLU when `relu`:
 /// (output, batch mean, biased batch variance).
 pub fn batch_norm_batch_stats<const D: usize>(
@@ -63,9 +71,8 @@ pub fn batch_norm_batch_stats<const D: usize>(
     relu: bool,
 ) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
     let dims = x.dims();
-    let x = x.reshape([dims[0], dims[1], dims[2..].iter().product()]);
     let out = <Dispatch as FusedBatchNorm>::batch_norm_batch_stats(
-        x.into_dispatch(),
+        as_ncl(x).into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),
         eps,
@@ -86,9 +93,8 @@ pub fn channel_affine<const D: usize>(
     relu: bool,
 ) -> Tensor<D> {
     let dims = x.dims();
-    let x = x.reshape([dims[0], dims[1], dims[2..].iter().product()]);
     let y = <Dispatch as FusedBatchNorm>::channel_affine(
-        x.into_dispatch(),
+        as_ncl(x).into_dispatch(),
         scale.into_dispatch(),
         shift.into_dispatch(),
         relu,
@@ -96,31 +102,9 @@ pub fn channel_affine<const D: usize>(
     Tensor::<3>::from_dispatch(y).reshape(dims)
 }
 
-/// The contiguous f32 values of a flex tensor and its `[N, C, L]` shape.
-fn values(t: &FlexTensor) -> (Cow<'_, [f32]>, [usize; 3]) {
-    let dims = t.layout().shape().dims::<3>();
-    match t.as_slice::<f32>() {
-        Some(v) => (v.into(), dims),
-        None => (
-            t.to_contiguous()
-                .as_slice::<f32>()
-                .expect("f32")
-                .to_vec()
-                .into(),
-            dims,
-        ),
-    }
-}
-
-fn vector(t: &FlexTensor) -> Vec<f32> {
-    t.to_contiguous()
-        .as_slice::<f32>()
-        .expect("an f32 vector")
-        .to_vec()
-}
-
-fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
+/// `[N, C, L]`, the shape every kernel here works on.
+fn ncl(t: &FlexTensor) -> [usize; 3] {
+    t.layout().shape().dims::<3>()
 }
 
 /// Σ over i < len of f(i), in 16 f32 lanes (vectorised), added up in f64.
@@ -204,8 +188,9 @@ fn forward(
     eps: f64,
     relu: bool,
 ) -> (FlexTensor, Saved) {
-    let (xs, dims) = values(x);
-    let (mean, var) = statistics(&xs, dims);
+    let x = x.to_contiguous();
+    let (xs, dims) = (flex::values(&x), ncl(&x));
+    let (mean, var) = statistics(xs, dims);
     let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
     let scale: Vec<f32> = (0..dims[1])
         .map(|c| (weight[c] as f64 * inv_std[c]) as f32)
@@ -213,12 +198,9 @@ fn forward(
     let shift: Vec<f32> = (0..dims[1])
         .map(|c| (bias[c] as f64 - mean[c] * scale[c] as f64) as f32)
         .collect();
-    let out = flex(
-        affine_rows(&xs, dims[2], &scale, &shift, None, relu),
-        dims.to_vec(),
-    );
+    let out = flex::tensor(affine_rows(xs, dims[2], &scale, &shift, None, relu), dims);
     let saved = Saved {
-        x: x.clone(),
+        x,
         weight: weight.to_vec(),
         mean,
         var,
@@ -242,7 +224,7 @@ impl FusedBatchNorm for Flex {
         eps: f64,
         relu: bool,
     ) -> BatchStats<Self> {
-        let (output, saved) = forward(&x, &vector(&weight), &vector(&bias), eps, relu);
+        let (output, saved) = forward(&x, &to_vec(&weight), &to_vec(&bias), eps, relu);
         let [mean, variance] = saved.statistics();
         BatchStats {
             output,
@@ -257,9 +239,10 @@ impl FusedBatchNorm for Flex {
         shift: FlexTensor,
         relu: bool,
     ) -> FlexTensor {
-        let (xs, dims) = values(&x);
-        let y = affine_rows(&xs, dims[2], &vector(&scale), &vector(&shift), None, relu);
-        flex(y, dims.to_vec())
+        let x = x.to_contiguous();
+        let (scale, shift) = (to_vec(&scale), to_vec(&shift));
+        let y = affine_rows(flex::values(&x), ncl(&x)[2], &scale, &shift, None, relu);
+        flex::tensor(y, ncl(&x))
     }
 }
 
@@ -282,18 +265,18 @@ impl Saved {
     fn statistics(&self) -> [FlexTensor; 2] {
         let c = self.mean.len();
         [
-            flex(f32s(&self.mean), vec![c]),
-            flex(f32s(&self.var), vec![c]),
+            flex::tensor(f32s(&self.mean), [c]),
+            flex::tensor(f32s(&self.var), [c]),
         ]
     }
 
     /// The output gradient where the forward's ReLU passed it (all of it without ReLU).
-    fn through_relu<'a>(&self, x: &[f32], dy: Cow<'a, [f32]>, l: usize) -> Cow<'a, [f32]> {
+    fn through_relu<'a>(&self, x: &[f32], dy: &'a [f32], l: usize) -> Cow<'a, [f32]> {
         if !self.relu {
-            return dy;
+            return dy.into();
         }
         let c = self.scale.len();
-        let mut out = dy.into_owned();
+        let mut out = dy.to_vec();
         out.par_chunks_mut(l.max(1))
             .enumerate()
             .for_each(|(row, g)| {
@@ -320,16 +303,16 @@ impl Backward<Flex, 3> for BatchNormBackward {
         let [node_x, node_w, node_b] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
         let saved = ops.state;
-        let (xs, dims) = values(&saved.x);
-        let dys = saved.through_relu(&xs, values(&dy).0, dims[2]);
+        let dy = dy.to_contiguous();
+        let (xs, dims) = (flex::values(&saved.x), ncl(&saved.x));
+        let dys = saved.through_relu(xs, flex::values(&dy), dims[2]);
         let (weight, mean, inv_std) = (&saved.weight, &saved.mean, &saved.inv_std);
         let (c, l) = (dims[1], dims[2]);
         let m = (dims[0] * l) as f64;
-        let sum_dy = channel_sums(dims, |_, at| lane_sum(l, |i| dys[at + i]));
+        let d_beta = channel_sums(dims, |_, at| lane_sum(l, |i| dys[at + i]));
         let sum_dy_x = channel_sums(dims, |_, at| lane_sum(l, |i| dys[at + i] * xs[at + i]));
-        let d_beta = sum_dy.clone();
         let d_gamma: Vec<f64> = (0..c)
-            .map(|k| (sum_dy_x[k] - mean[k] * sum_dy[k]) * inv_std[k])
+            .map(|k| (sum_dy_x[k] - mean[k] * d_beta[k]) * inv_std[k])
             .collect();
         if let Some(node) = node_x {
             let a: Vec<f64> = (0..c).map(|k| weight[k] as f64 * inv_std[k]).collect();
@@ -341,14 +324,14 @@ impl Backward<Flex, 3> for BatchNormBackward {
                     (-a[k] * d_beta[k] / m + a[k] * inv_std[k] * mean[k] * d_gamma[k] / m) as f32
                 })
                 .collect();
-            let dx = affine_rows(&xs, l, &kx, &k0, Some((&dys, &f32s(&a))), false);
-            grads.register::<Flex>(node.id, flex(dx, dims.to_vec()));
+            let dx = affine_rows(xs, l, &kx, &k0, Some((&dys, &f32s(&a))), false);
+            grads.register::<Flex>(node.id, flex::tensor(dx, dims));
         }
         if let Some(node) = node_w {
-            grads.register::<Flex>(node.id, flex(f32s(&d_gamma), vec![c]));
+            grads.register::<Flex>(node.id, flex::tensor(f32s(&d_gamma), [c]));
         }
         if let Some(node) = node_b {
-            grads.register::<Flex>(node.id, flex(f32s(&d_beta), vec![c]));
+            grads.register::<Flex>(node.id, flex::tensor(f32s(&d_beta), [c]));
         }
     }
 }
@@ -364,7 +347,7 @@ impl<C: CheckpointStrategy> FusedBatchNorm for Autodiff<Flex, C> {
         eps: f64,
         relu: bool,
     ) -> BatchStats<Self> {
-        let (w, b) = (vector(weight.primitive()), vector(bias.primitive()));
+        let (w, b) = (to_vec(weight.primitive()), to_vec(bias.primitive()));
         let (output, saved) = forward(x.primitive(), &w, &b, eps, relu);
         let [mean, variance] = saved.statistics().map(AutodiffTensor::new);
         let output = match BatchNormBackward
