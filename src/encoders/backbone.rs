@@ -96,8 +96,8 @@ impl Conv {
             };
         }
         let (s, p) = (self.stride, self.padding);
-        if x.device().is_autodiff() && is_flex(&x.device()) {
-            // Training on the CPU: the weight gradient as im2col products (conv2d_flex.rs).
+        if is_flex(&x.device()) {
+            // On the CPU: our kernels (conv2d_flex.rs), forward and backward.
             let y = conv2d_flex::conv2d(x, self.weight.val(), s, p);
             return match &self.bias {
                 Some(bias) => y + bias.val().reshape([1, o, 1, 1]),

@@ -21,9 +21,11 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Dispatch, Flex, backend_extension};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Shape, Tensor};
+use core::ops::Range;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
+use super::conv2d_shifted::Shifted;
 use crate::flex;
 
 #[backend_extension(Flex, Autodiff)]
@@ -48,13 +50,104 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, padding: usize) ->
     ))
 }
 
+impl Conv2dGemmGrad for Flex {
+    fn conv2d_gemm_grad(x: FlexTensor, w: FlexTensor, stride: usize, padding: usize) -> FlexTensor {
+        forward(&x.to_contiguous(), &w.to_contiguous(), stride, padding)
+    }
+}
+
 fn options(stride: usize, padding: usize) -> ConvOptions<2> {
     ConvOptions::new([stride; 2], [padding; 2], [1, 1], 1)
 }
 
-impl Conv2dGemmGrad for Flex {
-    fn conv2d_gemm_grad(x: FlexTensor, w: FlexTensor, stride: usize, padding: usize) -> FlexTensor {
-        Flex::conv2d(x, w, None, options(stride, padding))
+/// The stride-1 kernel for `x [N, C, H, W]`, `weight [O, C, k, k]`.
+fn shifted(x: &FlexTensor, weight: &FlexTensor, padding: usize) -> Shifted {
+    let [_, c, h, w] = x.layout().shape().dims::<4>();
+    let [o, _, k, _] = weight.layout().shape().dims::<4>();
+    Shifted { c, h, w, o, k, p: padding }
+}
+
+/// Which kernel runs a convolution, by its output size and stride, as measured layer by layer
+/// at 20 images (BENCHMARKS.md): 7×7 outputs (ResNet-50's layer4) as im2col products over
+/// groups of images; stride 1 from 14×14 up (ResNet-50's 3×3s, all of VGG19's) as shifted
+/// products (`conv2d_shifted.rs`); strided ones from 14×14 up (the stem, the first 3×3 of
+/// layer2 and layer3) burn-flex's forward and input gradient, the im2col weight gradient.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Method {
+    Im2col,
+    Shifted,
+    Burn,
+}
+
+impl Geometry {
+    fn method(&self) -> Method {
+        if self.ho * self.wo < 14 * 14 {
+            Method::Im2col
+        } else if self.stride == 1 {
+            Method::Shifted
+        } else {
+            Method::Burn
+        }
+    }
+}
+
+fn geometry(x: &FlexTensor, weight: &FlexTensor, stride: usize, padding: usize) -> Geometry {
+    Geometry::new(x.layout().shape().dims(), weight.layout().shape()[2], stride, padding)
+}
+
+fn forward(x: &FlexTensor, weight: &FlexTensor, stride: usize, padding: usize) -> FlexTensor {
+    let method = geometry(x, weight, stride, padding).method();
+    forward_by(method, x, weight, stride, padding)
+}
+
+fn forward_by(
+    method: Method,
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    stride: usize,
+    padding: usize,
+) -> FlexTensor {
+    let g = geometry(x, weight, stride, padding);
+    match method {
+        Method::Im2col => forward_im2col(x, weight, g),
+        Method::Burn => Flex::conv2d(x.clone(), weight.clone(), None, options(stride, padding)),
+        Method::Shifted => {
+            let s = shifted(x, weight, padding);
+            let n = x.layout().shape()[0];
+            let y = s.forward(flex::values(x), flex::values(weight));
+            flex::tensor(y, [n, s.o, s.ho(), s.wo()])
+        }
+    }
+}
+
+/// `[dx, dW]` by `method`, each only when asked for.
+fn backward_by(
+    method: Method,
+    (x, weight, dy): (&FlexTensor, &FlexTensor, &FlexTensor),
+    stride: usize,
+    padding: usize,
+    need: [bool; 2],
+) -> [Option<FlexTensor>; 2] {
+    let g = geometry(x, weight, stride, padding);
+    match method {
+        Method::Im2col => backward_im2col(x, weight, dy, g, need),
+        Method::Burn => {
+            let dx = need[0].then(|| {
+                let opts = options(stride, padding);
+                Flex::conv2d_x_backward(x.clone(), weight.clone(), dy.clone(), opts)
+            });
+            let [_, dw] = backward_im2col(x, weight, dy, g, [false, need[1]]);
+            [dx, dw]
+        }
+        Method::Shifted => {
+            let s = shifted(x, weight, padding);
+            let (xs, ws, dys) = (flex::values(x), flex::values(weight), flex::values(dy));
+            let (dx, dw) = s.backward(xs, ws, dys, need);
+            [
+                dx.map(|dx| flex::tensor(dx, x.layout().shape().clone())),
+                dw.map(|dw| flex::tensor(dw, weight.layout().shape().clone())),
+            ]
+        }
     }
 }
 
@@ -72,8 +165,32 @@ struct Geometry {
 }
 
 impl Geometry {
+    fn new(x: [usize; 4], k: usize, stride: usize, padding: usize) -> Self {
+        let [_, c, h, w] = x;
+        let out = |len: usize| (len + 2 * padding - k) / stride + 1;
+        Geometry {
+            c,
+            h,
+            w,
+            k,
+            stride,
+            padding,
+            ho: out(h),
+            wo: out(w),
+        }
+    }
+
     fn rows(&self) -> usize {
         self.c * self.k * self.k
+    }
+
+    /// The output positions along an axis of `len` inputs whose input at kernel tap `tap`
+    /// (`position · stride + tap − padding`) lies inside the image.
+    fn inside(&self, len: usize, len_out: usize, tap: usize) -> Range<usize> {
+        let (s, p) = (self.stride, self.padding);
+        let first = p.saturating_sub(tap).div_ceil(s);
+        let end = (len + p).saturating_sub(tap).div_ceil(s).min(len_out);
+        first..end.max(first)
     }
 }
 
@@ -87,25 +204,53 @@ fn im2col(x: &[f32], g: Geometry, n0: usize, count: usize) -> Vec<f32> {
         .enumerate()
         .for_each(|(row, out)| {
             let (c, i, j) = (row / (g.k * g.k), row / g.k % g.k, row % g.k);
+            let (ys, xs) = (g.inside(g.h, g.ho, i), g.inside(g.w, g.wo, j));
             for n in 0..count {
                 let plane = &x[((n0 + n) * g.c + c) * g.h * g.w..][..g.h * g.w];
-                for oy in 0..g.ho {
-                    let iy = (oy * g.stride + i) as isize - g.padding as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    let src = &plane[iy as usize * g.w..][..g.w];
+                for oy in ys.clone() {
+                    let src = &plane[(oy * g.stride + i - g.padding) * g.w..][..g.w];
                     let dst = &mut out[n * l + oy * g.wo..][..g.wo];
-                    for (ox, d) in dst.iter_mut().enumerate() {
-                        let ix = (ox * g.stride + j) as isize - g.padding as isize;
-                        if ix >= 0 && ix < g.w as isize {
-                            *d = src[ix as usize];
-                        }
+                    for ox in xs.clone() {
+                        dst[ox] = src[ox * g.stride + j - g.padding];
                     }
                 }
             }
         });
     cols
+}
+
+/// The adjoint of [`im2col`]: adds `dcols [C·k·k, count·L]` into `dx [count, C, H, W]`,
+/// each image plane written by one task (the k·k rows of its channel).
+fn col2im(dcols: &[f32], g: Geometry, count: usize, dx: &mut [f32]) {
+    let l = g.ho * g.wo;
+    dx.par_chunks_mut(g.h * g.w)
+        .enumerate()
+        .for_each(|(plane, out)| {
+            let (n, c) = (plane / g.c, plane % g.c);
+            for (i, j) in (0..g.k).flat_map(|i| (0..g.k).map(move |j| (i, j))) {
+                let row = (c * g.k + i) * g.k + j;
+                let src = &dcols[row * count * l + n * l..][..l];
+                let xs = g.inside(g.w, g.wo, j);
+                for oy in g.inside(g.h, g.ho, i) {
+                    let dst = &mut out[(oy * g.stride + i - g.padding) * g.w..][..g.w];
+                    let src = &src[oy * g.wo..][..g.wo];
+                    for ox in xs.clone() {
+                        dst[ox * g.stride + j - g.padding] += src[ox];
+                    }
+                }
+            }
+        });
+}
+
+/// `[a, b, L]` → `[b, a, L]` into `dst`, blocks of `L` copied in parallel.
+fn swap_outer(src: &[f32], a: usize, b: usize, l: usize, dst: &mut [f32]) {
+    dst.par_chunks_mut(l)
+        .with_min_len(64)
+        .enumerate()
+        .for_each(|(idx, block)| {
+            let (bi, ai) = (idx / a, idx % a);
+            block.copy_from_slice(&src[(ai * b + bi) * l..][..l]);
+        });
 }
 
 /// Images per im2col buffer: the buffer stays under ~64 MB (the fine-tuning shares are up to
@@ -115,30 +260,68 @@ fn images_per_group(g: Geometry, n: usize) -> usize {
     ((64usize << 20) / per_image.max(1)).clamp(1, n)
 }
 
-/// `dW [O, C, k, k] = Σ over groups of dY_group [O, count·L] × cols_groupᵀ`.
-fn weight_grad(x: &FlexTensor, dy: FlexTensor, g: Geometry, o: usize) -> FlexTensor {
-    let x = x.to_contiguous();
-    let xs = flex::values(&x);
-    let n = dy.layout().shape().dims::<4>()[0];
-    let l = g.ho * g.wo;
+/// The groups of images `(first, count)` that share an im2col buffer.
+fn groups(g: Geometry, n: usize) -> impl Iterator<Item = (usize, usize)> {
     let group = images_per_group(g, n);
-    let mut total: Option<FlexTensor> = None;
-    for n0 in (0..n).step_by(group) {
-        let count = group.min(n - n0);
+    (0..n).step_by(group).map(move |n0| (n0, group.min(n - n0)))
+}
+
+/// `y [N, O, Ho, Wo]`: per group of images `W [O, C·k·k] × cols [C·k·k, count·L]`, whose
+/// `[O, count, L]` result is copied to `[count, O, L]`.
+fn forward_im2col(x: &FlexTensor, weight: &FlexTensor, g: Geometry) -> FlexTensor {
+    let xs = flex::values(x);
+    let n = x.layout().shape()[0];
+    let o = weight.layout().shape()[0];
+    let l = g.ho * g.wo;
+    let w2 = Flex::float_reshape(weight.clone(), Shape::new([o, g.rows()]));
+    let mut y = vec![0f32; n * o * l];
+    for (n0, count) in groups(g, n) {
         let cols = flex::tensor(im2col(xs, g, n0, count), [g.rows(), count * l]);
-        // [count, O, L] → [O, count·L] (a copy), then one product.
-        let dy_group = dy.narrow(0, n0, count);
-        let dy_group = Flex::float_reshape(dy_group, Shape::new([count, o, l]));
-        let dy_group = Flex::float_swap_dims(dy_group, 0, 1).to_contiguous();
-        let dy_group = Flex::float_reshape(dy_group, Shape::new([o, count * l]));
-        let part = Flex::float_matmul(dy_group, Flex::float_transpose(cols));
-        total = Some(match total {
-            Some(t) => Flex::float_add(t, part),
-            None => part,
-        });
+        let part = Flex::float_matmul(w2.clone(), cols).to_contiguous();
+        let dst = &mut y[n0 * o * l..(n0 + count) * o * l];
+        swap_outer(flex::values(&part), o, count, l, dst);
     }
-    let total = total.expect("at least one image");
-    Flex::float_reshape(total, Shape::new([o, g.c, g.k, g.k]))
+    flex::tensor(y, [n, o, g.ho, g.wo])
+}
+
+/// The gradients of [`forward`] for the output gradient `dy`, each only when asked for: per
+/// group, `dy` as `[O, count·L]`; `dW += dY × colsᵀ`, `dx = col2im(Wᵀ × dY)`.
+fn backward_im2col(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    dy: &FlexTensor,
+    g: Geometry,
+    need: [bool; 2],
+) -> [Option<FlexTensor>; 2] {
+    let (xs, dys) = (flex::values(x), flex::values(dy));
+    let n = x.layout().shape()[0];
+    let o = weight.layout().shape()[0];
+    let l = g.ho * g.wo;
+    let w_t = Flex::float_transpose(Flex::float_reshape(weight.clone(), Shape::new([o, g.rows()])));
+    let mut dx = need[0].then(|| vec![0f32; n * g.c * g.h * g.w]);
+    let mut dw: Option<FlexTensor> = None;
+    for (n0, count) in groups(g, n) {
+        let mut dy_group = vec![0f32; o * count * l];
+        swap_outer(&dys[n0 * o * l..(n0 + count) * o * l], count, o, l, &mut dy_group);
+        let dy_group = flex::tensor(dy_group, [o, count * l]);
+        if let Some(dx) = dx.as_mut() {
+            let dcols = Flex::float_matmul(w_t.clone(), dy_group.clone()).to_contiguous();
+            let planes = g.c * g.h * g.w;
+            col2im(flex::values(&dcols), g, count, &mut dx[n0 * planes..][..count * planes]);
+        }
+        if need[1] {
+            let cols = flex::tensor(im2col(xs, g, n0, count), [g.rows(), count * l]);
+            let part = Flex::float_matmul(dy_group, Flex::float_transpose(cols));
+            dw = Some(match dw {
+                Some(t) => Flex::float_add(t, part),
+                None => part,
+            });
+        }
+    }
+    [
+        dx.map(|dx| flex::tensor(dx, [n, g.c, g.h, g.w])),
+        dw.map(|dw| Flex::float_reshape(dw, Shape::new([o, g.c, g.k, g.k]))),
+    ]
 }
 
 #[derive(Debug)]
@@ -157,33 +340,16 @@ impl Backward<Flex, 2> for ConvBackward {
 
     fn backward(self, ops: Ops<Saved, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_w] = ops.parents;
-        let dy = grads.consume::<Flex>(&ops.node);
-        let Saved {
-            x,
-            weight,
-            stride,
-            padding,
-        } = ops.state;
-        let [_, c, h, w] = x.layout().shape().dims::<4>();
-        let [o, _, k, _] = weight.layout().shape().dims::<4>();
-        let [_, _, ho, wo] = dy.layout().shape().dims::<4>();
-        if let Some(node) = node_x {
-            let opts = options(stride, padding);
-            let dx = Flex::conv2d_x_backward(x.clone(), weight.clone(), dy.clone(), opts);
+        let dy = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let Saved { x, weight, stride, padding } = ops.state;
+        let need = [node_x.is_some(), node_w.is_some()];
+        let method = geometry(&x, &weight, stride, padding).method();
+        let [dx, dw] = backward_by(method, (&x, &weight, &dy), stride, padding, need);
+        if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<Flex>(node.id, dx);
         }
-        if let Some(node) = node_w {
-            let g = Geometry {
-                c,
-                h,
-                w,
-                k,
-                stride,
-                padding,
-                ho,
-                wo,
-            };
-            grads.register::<Flex>(node.id, weight_grad(&x, dy, g, o));
+        if let (Some(node), Some(dw)) = (node_w, dw) {
+            grads.register::<Flex>(node.id, dw);
         }
     }
 }
@@ -195,26 +361,12 @@ impl<C: CheckpointStrategy> Conv2dGemmGrad for Autodiff<Flex, C> {
         stride: usize,
         padding: usize,
     ) -> FloatTensor<Autodiff<Flex>> {
-        let out = Flex::conv2d(
-            x.primitive().clone(),
-            weight.primitive().clone(),
-            None,
-            options(stride, padding),
-        );
-        match ConvBackward
-            .prepare::<C>([x.node(), weight.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let saved = Saved {
-                    x: x.into_primitive(),
-                    weight: weight.into_primitive(),
-                    stride,
-                    padding,
-                };
-                prep.finish(saved, out)
-            }
+        let nodes = [x.node(), weight.node()];
+        let (x, w) = (x.into_primitive().to_contiguous(), weight.into_primitive().to_contiguous());
+        let out = forward(&x, &w, stride, padding);
+        let saved = Saved { x, weight: w, stride, padding };
+        match ConvBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(saved, out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         }
     }
@@ -225,41 +377,73 @@ mod tests {
     use super::*;
     use burn::tensor::{Device, Distribution};
 
-    /// Output and both gradients against burn's `conv2d`, for the stem's geometry (7×7,
-    /// stride 2, padding 3), a 3×3 one, a strided 3×3 one, and one whose images are too large
-    /// to share an im2col buffer (34 MB each: three groups of one).
+    fn flex_of(t: &Tensor<4>) -> FlexTensor {
+        flex::tensor(crate::to_vec(t.clone()), t.dims())
+    }
+
+    /// Largest difference relative to the largest magnitude of `reference` (at least 1).
+    fn rel_diff(ours: &FlexTensor, reference: &Tensor<4>) -> f32 {
+        let r = crate::to_vec(reference.clone());
+        let scale = r.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let ours = flex::values(ours);
+        assert_eq!(ours.len(), r.len());
+        ours.iter().zip(&r).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+    }
+
+    /// Output and both gradients of every kernel, and of the one [`conv2d`] chooses through
+    /// autodiff, against burn's `conv2d` (cases: images, C, O, size, k, stride, padding): the
+    /// stem's geometry, 3×3 stride 1 and 2, images too large to share an im2col buffer (three
+    /// groups of one), a 5×5 stride 3 (taps whose first inside output is not the first), a 2×2
+    /// image under a 7×7 kernel (taps that never land inside), one image (parallel products),
+    /// 5×5 without padding, padding wider than the kernel's half, and 20 images (eight runs of
+    /// weight-gradient sums).
     #[test]
-    fn matches_burns_conv2d_and_its_gradients() {
+    fn every_kernel_matches_burns_conv2d_and_its_gradients() {
         let device = Device::flex().autodiff();
         let cases = [
-            (3, 4, 19, 7, 2, 3),
-            (5, 6, 9, 3, 1, 1),
-            (4, 3, 10, 3, 2, 1),
-            (64, 2, 121, 3, 1, 1),
+            (3, 3, 4, 19, 7, 2, 3),
+            (3, 5, 6, 9, 3, 1, 1),
+            (3, 4, 3, 10, 3, 2, 1),
+            (3, 64, 2, 121, 3, 1, 1),
+            (3, 2, 3, 11, 5, 3, 2),
+            (3, 2, 2, 2, 7, 2, 3),
+            (1, 3, 4, 8, 3, 1, 1),
+            (2, 3, 2, 6, 5, 1, 0),
+            (2, 3, 2, 5, 3, 1, 2),
+            (20, 2, 3, 16, 3, 1, 1),
         ];
-        for (c, o, hw, k, s, p) in cases {
-            let x = Tensor::<4>::random([3, c, hw, hw], Distribution::Normal(0.0, 1.0), &device)
+        for (n, c, o, hw, k, s, p) in cases {
+            let x = Tensor::<4>::random([n, c, hw, hw], Distribution::Normal(0.0, 1.0), &device)
                 .require_grad();
             let w = Tensor::<4>::random([o, c, k, k], Distribution::Normal(0.0, 1.0), &device)
                 .require_grad();
-            let ours = conv2d(x.clone(), w.clone(), s, p);
             let theirs = burn::tensor::module::conv2d(x.clone(), w.clone(), None, options(s, p));
-            let probe = Tensor::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &device);
+            let probe = Tensor::<4>::random(theirs.dims(), Distribution::Normal(0.0, 1.0), &device);
             let grads = |y: Tensor<4>| {
                 let g = (y * probe.clone()).sum().backward();
-                (x.grad(&g).unwrap(), w.grad(&g).unwrap())
+                [x.grad(&g).unwrap(), w.grad(&g).unwrap()]
             };
-            let diff = |a: Tensor<4>, b: Tensor<4>| {
-                let scale = b.clone().abs().max().into_scalar::<f32>().max(1.0);
-                (a - b).abs().max().into_scalar::<f32>() / scale
-            };
-            assert!(diff(ours.clone(), theirs.clone()) < 1e-5);
-            let ((dx, dw), (dx_ref, dw_ref)) = (grads(ours), grads(theirs));
-            assert!(diff(dx.inner(), dx_ref.inner()) < 1e-5, "input gradient");
-            assert!(
-                diff(dw.inner(), dw_ref.inner()) < 1e-5,
-                "weight gradient {c} {k} {s}"
-            );
+            let reference = [theirs.clone().inner()];
+            let [dx_ref, dw_ref] = grads(theirs);
+            // Through autodiff, with the kernel the geometry chooses.
+            let ours = conv2d(x.clone(), w.clone(), s, p);
+            assert!(rel_diff(&flex_of(&ours.clone().inner()), &reference[0]) < 1e-5);
+            let [dx, dw] = grads(ours);
+            assert!(rel_diff(&flex_of(&dx), &dx_ref) < 1e-5, "input gradient");
+            assert!(rel_diff(&flex_of(&dw), &dw_ref) < 1e-5, "weight gradient");
+            // Every kernel that applies, directly.
+            let (xf, wf, pf) = (flex_of(&x.clone().inner()), flex_of(&w.clone().inner()), flex_of(&probe));
+            let shifted = (s == 1).then_some(Method::Shifted);
+            for method in [Some(Method::Im2col), Some(Method::Burn), shifted].into_iter().flatten() {
+                let y = forward_by(method, &xf, &wf, s, p);
+                assert!(rel_diff(&y, &reference[0]) < 1e-5, "{method:?} output");
+                let [dx, dw] = backward_by(method, (&xf, &wf, &pf), s, p, [true, true]);
+                let case = (method, n, c, hw, k, s, p);
+                assert!(rel_diff(&dx.unwrap(), &dx_ref) < 1e-5, "{case:?} input gradient");
+                assert!(rel_diff(&dw.unwrap(), &dw_ref) < 1e-5, "{case:?} weight gradient");
+                let [none, dw] = backward_by(method, (&xf, &wf, &pf), s, p, [false, true]);
+                assert!(none.is_none() && rel_diff(&dw.unwrap(), &dw_ref) < 1e-5);
+            }
         }
     }
 
@@ -278,5 +462,93 @@ mod tests {
         // 576 rows × 3136 pixels × 4 B = 7.2 MB an image: 9 images under 64 MB.
         assert_eq!(images_per_group(g, 160), 9);
         assert_eq!(images_per_group(g, 4), 4);
+    }
+}
+
+#[cfg(test)]
+mod bench_tmp {
+    use super::*;
+    use burn::tensor::ops::ConvOptions;
+    use std::time::Instant;
+
+    fn rand(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    fn best(mut f: impl FnMut()) -> f64 {
+        f();
+        (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .fold(f64::MAX, f64::min)
+    }
+
+    #[test]
+    #[ignore]
+    fn bench_layers() {
+        let n = 20;
+        for (c, o, hw, k, s, p) in [
+            (3, 64, 224, 7, 2, 3),
+            (64, 64, 56, 3, 1, 1),
+            (128, 128, 56, 3, 2, 1),
+            (128, 128, 28, 3, 1, 1),
+            (256, 256, 14, 3, 1, 1),
+            (512, 512, 7, 3, 1, 1),
+            (256, 256, 28, 3, 2, 1),
+            (512, 512, 14, 3, 2, 1),
+        ] {
+            let x = flex::tensor(rand(n * c * hw * hw, 1), [n, c, hw, hw]);
+            let w = flex::tensor(rand(o * c * k * k, 2), [o, c, k, k]);
+            let g = Geometry::new([n, c, hw, hw], k, s, p);
+            let dy = flex::tensor(rand(n * o * g.ho * g.wo, 3), [n, o, g.ho, g.wo]);
+            let opts = ConvOptions::new([s; 2], [p; 2], [1, 1], 1);
+            let sh = shifted(&x, &w, p);
+            let (xv, wv, dyv) = (flex::values(&x), flex::values(&w), flex::values(&dy));
+            let t = [
+                best(|| {
+                    Flex::conv2d(x.clone(), w.clone(), None, opts.clone());
+                }),
+                best(|| {
+                    forward_im2col(&x, &w, g);
+                }),
+                best(|| {
+                    if s == 1 {
+                        sh.forward(xv, wv);
+                    }
+                }),
+                best(|| {
+                    Flex::conv2d_x_backward(x.clone(), w.clone(), dy.clone(), opts.clone());
+                }),
+                best(|| {
+                    backward_im2col(&x, &w, &dy, g, [true, false]);
+                }),
+                best(|| {
+                    if s == 1 {
+                        sh.backward(xv, wv, dyv, [true, false]);
+                    }
+                }),
+                best(|| {
+                    backward_im2col(&x, &w, &dy, g, [false, true]);
+                }),
+                best(|| {
+                    if s == 1 {
+                        sh.backward(xv, wv, dyv, [false, true]);
+                    }
+                }),
+            ];
+            println!(
+                "c{c} o{o} {hw} k{k} s{s}: fwd burn/im2col/shift {:.0} {:.0} {:.0} | dx {:.0} {:.0} {:.0} | dw im2col/shift {:.0} {:.0}",
+                t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]
+            );
+        }
     }
 }

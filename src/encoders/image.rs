@@ -25,6 +25,10 @@ use std::ops::Range;
 use anyhow::{Result, bail, ensure};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
+
+use super::conv2d_flex;
+use crate::device::is_flex;
+use crate::model::batch_norm_flex::channel_affine;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::RgbFrame;
@@ -292,8 +296,19 @@ impl Conv {
         }
     }
 
-    /// `[N, in, H, W]` → `[N, out, H', W']`.
+    /// `[N, in, H, W]` → `[N, out, H', W']`. k×k kernels on the CPU (inference) run our
+    /// kernels (`conv2d_flex.rs`: VGG19's 3×3s as shifted products), the bias added in one
+    /// parallel pass; 1×1 kernels and other devices burn's `conv2d`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [o, _, k, _] = self.weight.dims();
+        let device = x.device();
+        if k > 1 && is_flex(&device) && !device.is_autodiff() {
+            let [stride, _] = self.options.stride;
+            let [(padding, _), _] = self.options.padding;
+            let y = conv2d_flex::conv2d(x, self.weight.clone(), stride, padding);
+            let ones = Tensor::ones([o], &y.device());
+            return channel_affine(y, ones, self.bias.clone(), false);
+        }
         conv2d(
             x,
             self.weight.clone(),

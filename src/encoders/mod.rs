@@ -12,6 +12,7 @@
 pub mod backbone;
 pub mod cnn14;
 pub mod conv2d_flex;
+pub mod conv2d_shifted;
 pub mod decode;
 pub mod fft;
 pub mod image;
