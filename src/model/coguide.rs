@@ -13,6 +13,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::config::Guide;
 
+use super::layer_norm_flex::norm;
 use super::nn::{dropout, fused_linear, layer_norm, linear};
 use super::state::{HasState, Prefix, StateVisitor};
 use super::trace::Trace;
@@ -118,8 +119,7 @@ impl CoGuidedAttention {
         v: Tensor<3>,
     ) -> Tensor<3> {
         let scores = softmax(q.matmul(k.swap_dims(1, 2)), 2); // [BT, 49, 49]
-        self.v_norm
-            .forward(x.clone() + self.dropout.forward(scores.matmul(v)))
+        norm(&self.v_norm, x.clone() + self.dropout.forward(scores.matmul(v)))
     }
 
     /// `visual [B, T, 7, 7, 512]` (after `v_fc`), `audio [B, T, 128]` →
@@ -185,9 +185,7 @@ impl CoGuidedAttention {
         trace.record((NAME, ".audio_key"), &ak);
         trace.record((NAME, ".audio_value"), &av);
         let sa = softmax(aq.matmul(ak.swap_dims(1, 2)), 2); // [B, T, T]
-        let ag = self
-            .a_norm
-            .forward(audio.clone() + self.dropout.forward(sa.matmul(av)));
+        let ag = norm(&self.a_norm, audio.clone() + self.dropout.forward(sa.matmul(av)));
         trace.record((NAME, ".a_norm"), &ag);
 
         // 3.8 Visual-guided audio attention.

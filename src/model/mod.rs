@@ -6,6 +6,7 @@ pub mod batch_norm_flex;
 pub mod coguide;
 pub mod dropout;
 pub mod head;
+pub mod layer_norm_flex;
 pub mod nn;
 pub mod relation;
 pub mod snn;

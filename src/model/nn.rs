@@ -19,9 +19,14 @@ pub fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
     LinearConfig::new(d_in, d_out).init(device)
 }
 
+/// `nn.LayerNorm`'s default ε.
+pub const LAYER_NORM_EPS: f64 = 1e-5;
+
 /// `nn.LayerNorm(d)`: eps 1e-5, weight 1, bias 0.
 pub fn layer_norm(d: usize, device: &Device) -> LayerNorm {
-    LayerNormConfig::new(d).with_epsilon(1e-5).init(device)
+    LayerNormConfig::new(d)
+        .with_epsilon(LAYER_NORM_EPS)
+        .init(device)
 }
 
 pub fn dropout(p: f64) -> Dropout {

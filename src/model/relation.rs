@@ -11,6 +11,7 @@ use burn::tensor::Device;
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 
+use super::layer_norm_flex::norm;
 use super::nn::{MultiheadAttention, dropout, fresh_copy, layer_norm, linear};
 use super::state::{HasState, Prefix, StateVisitor};
 use super::trace::Trace;
@@ -84,14 +85,14 @@ impl TransformerLayer {
         };
         let attn_name = trace.name(|| format!("{name}{kind}"));
         let a = self.attn.forward(x.clone(), memory, &attn_name, trace);
-        let x = self.norm1.forward(x + self.dropout1.forward(a));
+        let x = norm(&self.norm1, x + self.dropout1.forward(a));
         trace.record((name, ".norm1"), &x);
         let h = self.linear1.forward(x.clone());
         if self.unused_self_attn.is_none() {
             trace.record((name, ".linear1"), &h);
         }
         let h = self.linear2.forward(self.dropout.forward(relu(h)));
-        let x = self.norm2.forward(x + self.dropout2.forward(h));
+        let x = norm(&self.norm2, x + self.dropout2.forward(h));
         trace.record(name, &x);
         x
     }
@@ -295,7 +296,7 @@ impl AudioVideoInteraction {
         let a = self
             .video_multihead
             .forward(g.clone(), Some(memory), &attn_name, trace);
-        let out = self.norm1.forward(g + self.dropout.forward(a));
+        let out = norm(&self.norm1, g + self.dropout.forward(a));
         trace.record(name, &out);
         out
     }
