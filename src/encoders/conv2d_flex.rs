@@ -1,15 +1,20 @@
-//! The weight gradient of the encoders' k×k convolutions on the CPU (`flex`) as one
-//! well-shaped matrix product per group of images (im2col), instead of burn's default.
+//! The encoders' k×k convolutions on the CPU (`flex`), forward and backward, each run by the
+//! kernel that measured fastest for its geometry ([`Method`]).
 //!
 //! Why our own: burn computes a convolution's weight gradient as another convolution, with the
 //! output gradient as its kernel; on burn-flex that lands on GEMM tiles one to six columns wide
 //! (the kernel's k·k outputs). Measured at 20 images (2 videos): layer1's 3×3 convolution
-//! 194 ms against PyTorch's 95 ms, the 7×7 stem 472 ms against 96 ms. Here
-//! `dW [O, C·k·k] = dY [O, N·L] × cols [C·k·k, N·L]ᵀ`, with `cols` the input patches written
-//! by [`im2col`] in parallel (L = output pixels). The forward and the input gradient stay
-//! burn-flex's (`conv2d`, `conv2d_x_backward`), close to PyTorch's. Other backends use
-//! burn's `conv2d` unchanged ([`super::backbone`] chooses). Tested against burn's gradients
-//! below and through the fine-tuning golden test (tests/finetune_golden.rs).
+//! 194 ms against PyTorch's 95 ms, the 7×7 stem 472 ms against 96 ms. burn-flex's forward and
+//! input gradient copy the input to NHWC on one thread and scatter im2col tiles. Here:
+//! - stride 1 from 14×14 up: k² shifted products over a padded image ([`Shifted`]);
+//! - 7×7 outputs: `Y = W [O, C·k·k] × cols`, `dW = dY [O, N·L] × colsᵀ`, `dx = col2im(Wᵀ × dY)`,
+//!   with `cols [C·k·k, N·L]` the input patches written by [`im2col`] in parallel for a group
+//!   of images (L = output pixels);
+//! - strided from 14×14 up: burn-flex's forward and input gradient, the im2col weight gradient.
+//!
+//! Other backends use burn's `conv2d` unchanged ([`super::backbone`] chooses). Tested against
+//! burn's output and gradients below, and through the fine-tuning golden test
+//! (tests/finetune_golden.rs).
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
