@@ -26,8 +26,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Dispatch, Flex, backend_extension};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Shape, Tensor};
-use core::ops::Range;
 use burn_flex::FlexTensor;
+use core::ops::Range;
 use rayon::prelude::*;
 
 use super::conv2d_shifted::Shifted;
@@ -69,12 +69,19 @@ fn options(stride: usize, padding: usize) -> ConvOptions<2> {
 fn shifted(x: &FlexTensor, weight: &FlexTensor, padding: usize) -> Shifted {
     let [_, c, h, w] = x.layout().shape().dims::<4>();
     let [o, _, k, _] = weight.layout().shape().dims::<4>();
-    Shifted { c, h, w, o, k, p: padding }
+    Shifted {
+        c,
+        h,
+        w,
+        o,
+        k,
+        p: padding,
+    }
 }
 
 /// Which kernel runs a convolution, by its output size and stride, as measured layer by layer
 /// at 20 images (BENCHMARKS.md): 7×7 outputs (ResNet-50's layer4) as im2col products over
-/// groups of images; stride 1 from 14×14 up (ResNet-50's 3×3s, all of VGG19's) as shifted
+/// groups of images; stride 1 from 14×14 up (the 3×3s of layer1–3, all of VGG19's) as shifted
 /// products (`conv2d_shifted.rs`); strided ones from 14×14 up (the stem, the first 3×3 of
 /// layer2 and layer3) burn-flex's forward and input gradient, the im2col weight gradient.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -97,7 +104,12 @@ impl Geometry {
 }
 
 fn geometry(x: &FlexTensor, weight: &FlexTensor, stride: usize, padding: usize) -> Geometry {
-    Geometry::new(x.layout().shape().dims(), weight.layout().shape()[2], stride, padding)
+    Geometry::new(
+        x.layout().shape().dims(),
+        weight.layout().shape()[2],
+        stride,
+        padding,
+    )
 }
 
 fn forward(x: &FlexTensor, weight: &FlexTensor, stride: usize, padding: usize) -> FlexTensor {
@@ -302,17 +314,31 @@ fn backward_im2col(
     let n = x.layout().shape()[0];
     let o = weight.layout().shape()[0];
     let l = g.ho * g.wo;
-    let w_t = Flex::float_transpose(Flex::float_reshape(weight.clone(), Shape::new([o, g.rows()])));
+    let w_t = Flex::float_transpose(Flex::float_reshape(
+        weight.clone(),
+        Shape::new([o, g.rows()]),
+    ));
     let mut dx = need[0].then(|| vec![0f32; n * g.c * g.h * g.w]);
     let mut dw: Option<FlexTensor> = None;
     for (n0, count) in groups(g, n) {
         let mut dy_group = vec![0f32; o * count * l];
-        swap_outer(&dys[n0 * o * l..(n0 + count) * o * l], count, o, l, &mut dy_group);
+        swap_outer(
+            &dys[n0 * o * l..(n0 + count) * o * l],
+            count,
+            o,
+            l,
+            &mut dy_group,
+        );
         let dy_group = flex::tensor(dy_group, [o, count * l]);
         if let Some(dx) = dx.as_mut() {
             let dcols = Flex::float_matmul(w_t.clone(), dy_group.clone()).to_contiguous();
             let planes = g.c * g.h * g.w;
-            col2im(flex::values(&dcols), g, count, &mut dx[n0 * planes..][..count * planes]);
+            col2im(
+                flex::values(&dcols),
+                g,
+                count,
+                &mut dx[n0 * planes..][..count * planes],
+            );
         }
         if need[1] {
             let cols = flex::tensor(im2col(xs, g, n0, count), [g.rows(), count * l]);
@@ -346,7 +372,12 @@ impl Backward<Flex, 2> for ConvBackward {
     fn backward(self, ops: Ops<Saved, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_w] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node).to_contiguous();
-        let Saved { x, weight, stride, padding } = ops.state;
+        let Saved {
+            x,
+            weight,
+            stride,
+            padding,
+        } = ops.state;
         let need = [node_x.is_some(), node_w.is_some()];
         let method = geometry(&x, &weight, stride, padding).method();
         let [dx, dw] = backward_by(method, (&x, &weight, &dy), stride, padding, need);
@@ -367,9 +398,17 @@ impl<C: CheckpointStrategy> Conv2dGemmGrad for Autodiff<Flex, C> {
         padding: usize,
     ) -> FloatTensor<Autodiff<Flex>> {
         let nodes = [x.node(), weight.node()];
-        let (x, w) = (x.into_primitive().to_contiguous(), weight.into_primitive().to_contiguous());
+        let (x, w) = (
+            x.into_primitive().to_contiguous(),
+            weight.into_primitive().to_contiguous(),
+        );
         let out = forward(&x, &w, stride, padding);
-        let saved = Saved { x, weight: w, stride, padding };
+        let saved = Saved {
+            x,
+            weight: w,
+            stride,
+            padding,
+        };
         match ConvBackward.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish(saved, out),
             OpsKind::UnTracked(prep) => prep.finish(out),
@@ -392,7 +431,10 @@ mod tests {
         let scale = r.iter().fold(1f32, |m, v| m.max(v.abs()));
         let ours = flex::values(ours);
         assert_eq!(ours.len(), r.len());
-        ours.iter().zip(&r).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+        ours.iter()
+            .zip(&r)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+            / scale
     }
 
     /// Output and both gradients of every kernel, and of the one [`conv2d`] chooses through
@@ -437,15 +479,28 @@ mod tests {
             assert!(rel_diff(&flex_of(&dx), &dx_ref) < 1e-5, "input gradient");
             assert!(rel_diff(&flex_of(&dw), &dw_ref) < 1e-5, "weight gradient");
             // Every kernel that applies, directly.
-            let (xf, wf, pf) = (flex_of(&x.clone().inner()), flex_of(&w.clone().inner()), flex_of(&probe));
+            let (xf, wf, pf) = (
+                flex_of(&x.clone().inner()),
+                flex_of(&w.clone().inner()),
+                flex_of(&probe),
+            );
             let shifted = (s == 1).then_some(Method::Shifted);
-            for method in [Some(Method::Im2col), Some(Method::Burn), shifted].into_iter().flatten() {
+            for method in [Some(Method::Im2col), Some(Method::Burn), shifted]
+                .into_iter()
+                .flatten()
+            {
                 let y = forward_by(method, &xf, &wf, s, p);
                 assert!(rel_diff(&y, &reference[0]) < 1e-5, "{method:?} output");
                 let [dx, dw] = backward_by(method, (&xf, &wf, &pf), s, p, [true, true]);
                 let case = (method, n, c, hw, k, s, p);
-                assert!(rel_diff(&dx.unwrap(), &dx_ref) < 1e-5, "{case:?} input gradient");
-                assert!(rel_diff(&dw.unwrap(), &dw_ref) < 1e-5, "{case:?} weight gradient");
+                assert!(
+                    rel_diff(&dx.unwrap(), &dx_ref) < 1e-5,
+                    "{case:?} input gradient"
+                );
+                assert!(
+                    rel_diff(&dw.unwrap(), &dw_ref) < 1e-5,
+                    "{case:?} weight gradient"
+                );
                 let [none, dw] = backward_by(method, (&xf, &wf, &pf), s, p, [false, true]);
                 assert!(none.is_none() && rel_diff(&dw.unwrap(), &dw_ref) < 1e-5);
             }

@@ -159,7 +159,9 @@ impl Shifted {
         let (len, n) = (self.image_len(), x.len() / self.image_len());
         let parts = n.clamp(1, PARTS);
         let par = inner_parallelism(parts);
-        let runs: Vec<Range<usize>> = (0..parts).map(|q| q * n / parts..(q + 1) * n / parts).collect();
+        let runs: Vec<Range<usize>> = (0..parts)
+            .map(|q| q * n / parts..(q + 1) * n / parts)
+            .collect();
         let mut dx = need[0].then(|| vec![0f32; x.len()]);
         let mut dx_runs: Vec<Option<&mut [f32]>> = Vec::with_capacity(parts);
         let mut rest = dx.as_deref_mut();
@@ -245,10 +247,26 @@ fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
 
 /// `dst [m, n] (+)= lhs [m, k] × rhs [k, n]` (added to `dst` when `accumulate`), through
 /// `gemm` after checking every view lies inside its slice.
-fn gemm_into(dst: Mat, lhs: View, rhs: View, [m, n, k]: [usize; 3], accumulate: bool, par: Parallelism) {
-    assert!(fits(dst.data.len(), m, n, dst.rs, dst.cs), "gemm: destination out of bounds");
-    assert!(fits(lhs.data.len(), m, k, lhs.rs, lhs.cs), "gemm: left operand out of bounds");
-    assert!(fits(rhs.data.len(), k, n, rhs.rs, rhs.cs), "gemm: right operand out of bounds");
+fn gemm_into(
+    dst: Mat,
+    lhs: View,
+    rhs: View,
+    [m, n, k]: [usize; 3],
+    accumulate: bool,
+    par: Parallelism,
+) {
+    assert!(
+        fits(dst.data.len(), m, n, dst.rs, dst.cs),
+        "gemm: destination out of bounds"
+    );
+    assert!(
+        fits(lhs.data.len(), m, k, lhs.rs, lhs.cs),
+        "gemm: left operand out of bounds"
+    );
+    assert!(
+        fits(rhs.data.len(), k, n, rhs.rs, rhs.cs),
+        "gemm: right operand out of bounds"
+    );
     // SAFETY: the three views were just checked to lie inside their slices; `dst` is borrowed
     // mutably, so it aliases neither operand.
     unsafe {

@@ -119,7 +119,10 @@ impl CoGuidedAttention {
         v: Tensor<3>,
     ) -> Tensor<3> {
         let scores = softmax(q.matmul(k.swap_dims(1, 2)), 2); // [BT, 49, 49]
-        norm(&self.v_norm, x.clone() + self.dropout.forward(scores.matmul(v)))
+        norm(
+            &self.v_norm,
+            x.clone() + self.dropout.forward(scores.matmul(v)),
+        )
     }
 
     /// `visual [B, T, 7, 7, 512]` (after `v_fc`), `audio [B, T, 128]` →
@@ -185,7 +188,10 @@ impl CoGuidedAttention {
         trace.record((NAME, ".audio_key"), &ak);
         trace.record((NAME, ".audio_value"), &av);
         let sa = softmax(aq.matmul(ak.swap_dims(1, 2)), 2); // [B, T, T]
-        let ag = norm(&self.a_norm, audio.clone() + self.dropout.forward(sa.matmul(av)));
+        let ag = norm(
+            &self.a_norm,
+            audio.clone() + self.dropout.forward(sa.matmul(av)),
+        );
         trace.record((NAME, ".a_norm"), &ag);
 
         // 3.8 Visual-guided audio attention.

@@ -178,7 +178,11 @@ impl<C: CheckpointStrategy> FusedLayerNorm for Autodiff<Flex, C> {
             forward(flex::values(&x), &g, &b, eps),
             x.layout().shape().clone(),
         );
-        match LayerNormBackward.prepare::<C>(nodes).compute_bound().stateful() {
+        match LayerNormBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => prep.finish(Saved { x, gamma: g, eps }, out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         }
