@@ -78,6 +78,24 @@ fn ablate_table_s1_writes_markdown_and_json_and_resumes() {
     let again: Value =
         serde_json::from_slice(&std::fs::read(out.join("table.json")).unwrap()).unwrap();
     assert_eq!(again["rows"], before);
+    // Its training time is that of the runs it reused (Table S1's rows are 4 distinct
+    // configs), not of the call, which trained nothing.
+    let runs: f64 = rows
+        .iter()
+        .flat_map(|r| r["reports"].as_array().unwrap())
+        .map(|r| r["train_seconds"].as_f64().unwrap())
+        .sum();
+    let train = again["train_seconds"].as_f64().unwrap();
+    assert!(
+        runs > 0.0 && (train - runs).abs() < 1e-6 * runs,
+        "{train} vs {runs}"
+    );
+    assert!(again["wall_seconds"].as_f64().unwrap() < train);
+    let md = std::fs::read_to_string(out.join("table.md")).unwrap();
+    assert!(
+        md.contains(&format!("training time of the runs {train:.0} s")),
+        "{md}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
