@@ -168,6 +168,16 @@ fn cache_frames(
     verbose: bool,
 ) -> Result<(Vec<data::Video>, Vec<data::Video>)> {
     let all: Vec<data::Video> = train.iter().chain(&held_out).cloned().collect();
+    let started = std::time::Instant::now();
+    if verbose {
+        // A plain line too: the progress bar below is drawn only on a terminal, and decoding
+        // can take minutes before the first epoch says anything.
+        eprintln!(
+            "frames of {} videos: decoding the ones not in {} yet (once)",
+            all.len(),
+            cache.dir.display()
+        );
+    }
     let bar = verbose.then(|| {
         let bar = indicatif::ProgressBar::new(all.len() as u64);
         bar.set_message("decoding frames (once)");
@@ -176,6 +186,7 @@ fn cache_frames(
     let failed = cache.fill(&all, bar.as_ref())?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
+        eprintln!("frames ready ({:.0} s)", started.elapsed().as_secs_f64());
     }
     let bad: std::collections::HashSet<&str> = failed.iter().map(|(id, _)| id.as_str()).collect();
     let keep = |v: Vec<data::Video>| -> Vec<data::Video> {
