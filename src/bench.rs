@@ -42,19 +42,25 @@ pub struct BenchResult {
     /// high-water mark reset before each; equal to the process peak where that fails).
     pub train_peak_rss_mb: f64,
     pub eval_peak_rss_mb: f64,
+    /// Peak of the bytes live on the heap (MB) in each phase: what the tensors need, where RSS
+    /// also counts what the allocator keeps for reuse ([`crate::heap`]).
+    pub train_peak_heap_mb: f64,
+    pub eval_peak_heap_mb: f64,
 }
 
-/// What one phase cost: median seconds, cores busy on average, peak RSS (MB).
+/// What one phase cost: median seconds, cores busy on average, peak RSS and peak live heap (MB).
 pub struct Phase {
     pub seconds: f64,
     pub cpu_util: f64,
     pub peak_rss_mb: f64,
+    pub peak_heap_mb: f64,
 }
 
 /// [`time`] with the phase's CPU use and its own peak memory: the high-water mark is reset
 /// (`/proc/self/clear_refs`, Linux) before the warm-up and read after the last repetition.
 pub fn phase<F: FnMut()>(warmup: usize, reps: usize, mut f: F) -> Phase {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
+    crate::heap::reset_peak();
     for _ in 0..warmup {
         f();
     }
@@ -65,6 +71,7 @@ pub fn phase<F: FnMut()>(warmup: usize, reps: usize, mut f: F) -> Phase {
         seconds,
         cpu_util: (cpu_seconds() - cpu0) / wall.max(1e-9),
         peak_rss_mb: peak_rss_mb(),
+        peak_heap_mb: crate::heap::peak_bytes() as f64 / (1024.0 * 1024.0),
     }
 }
 
@@ -218,5 +225,7 @@ pub fn run(device: &Device, reps: usize) -> BenchResult {
         eval_cpu_util: eval.cpu_util,
         train_peak_rss_mb: train.peak_rss_mb,
         eval_peak_rss_mb: eval.peak_rss_mb,
+        train_peak_heap_mb: train.peak_heap_mb,
+        eval_peak_heap_mb: eval.peak_heap_mb,
     }
 }

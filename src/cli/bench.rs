@@ -124,6 +124,10 @@ pub fn run(a: Args) -> Result<()> {
         "  cores busy: training {:.2}, evaluation {:.2}; peak RSS of each phase: {:.0} / {:.0} MB",
         r.train_cpu_util, r.eval_cpu_util, r.train_peak_rss_mb, r.eval_peak_rss_mb
     );
+    println!(
+        "  peak live heap (what the tensors need; RSS adds what the allocator keeps): {:.0} / {:.0} MB",
+        r.train_peak_heap_mb, r.eval_peak_heap_mb
+    );
     if let Some(t) = torch {
         let get = |k: &str| t[k].as_f64().unwrap_or(f64::NAN);
         println!(
