@@ -5,13 +5,25 @@
 //! (the model drops out ~50 M activations per step). Here, on the `flex` device, one seed is
 //! drawn from the device RNG per call — so runs stay deterministic under `device.seed` — and the
 //! mask is filled in parallel by a counter-based generator (SplitMix64 of seed and element index,
-//! two 32-bit draws per output pair), independent of the thread count. Other devices keep burn's
+//! two 32-bit draws per output pair), independent of the thread count, and applied in the same
+//! pass; the backward draws the mask again from the seed, so nothing of the size of the
+//! activation is kept for it (burn's `x * mask` keeps the mask). Other devices keep burn's
 //! own draw. Semantics are PyTorch's: in training each element is zeroed with probability `p`
 //! and the rest scaled by `1/(1 − p)`; in evaluation (a non-autodiff device) it is the identity.
 
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Dispatch, Flex, backend_extension};
 use burn::module::Module;
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, Tensor};
+use burn_flex::FlexTensor;
 use rayon::prelude::*;
+
+use crate::flex;
 
 #[derive(Module, Debug)]
 pub struct Dropout {
@@ -26,26 +38,84 @@ pub(crate) fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The mask values (`0` or `1/(1 − p)`) for `n` elements from `seed`.
-pub fn mask(seed: u64, n: usize, p: f64) -> Vec<f32> {
+/// Elements handed to one task (even, so a task holds whole pairs of draws).
+const CHUNK: usize = 1 << 14;
+
+/// `x[i]·mᵢ`, where `mᵢ` is `0` (probability `p`) or `1/(1 − p)`, drawn for element `i` from
+/// `seed`: the same mask for any thread count, so the backward can draw it again instead of
+/// keeping it (64 MB per AVCA dropout at batch 64).
+pub fn apply_mask(seed: u64, p: f64, x: &[f32]) -> Vec<f32> {
     let scale = (1.0 / (1.0 - p)) as f32;
     // An element is dropped when its 32-bit draw is below p·2³².
     let threshold = (p * 4_294_967_296.0).min(4_294_967_295.0) as u64;
-    let mut out = vec![0f32; n];
-    const CHUNK: usize = 1 << 14;
+    let mut out = vec![0f32; x.len()];
     out.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
         .enumerate()
-        .for_each(|(c, chunk)| {
+        .for_each(|(c, (out, x))| {
             let base = (c * CHUNK) as u64;
-            for (i, pair) in chunk.chunks_mut(2).enumerate() {
+            for (i, (out, x)) in out.chunks_mut(2).zip(x.chunks(2)).enumerate() {
                 let r = mix(seed ^ mix(base / 2 + i as u64));
-                for (k, v) in pair.iter_mut().enumerate() {
+                for (k, (o, &x)) in out.iter_mut().zip(x).enumerate() {
                     let draw = (r >> (32 * k)) & 0xFFFF_FFFF;
-                    *v = if draw < threshold { 0.0 } else { scale };
+                    // x·0, not 0: a NaN or ∞ stays one, as in PyTorch's `x * mask`.
+                    *o = x * if draw < threshold { 0.0 } else { scale };
                 }
             }
         });
     out
+}
+
+#[backend_extension(Flex, Autodiff)]
+pub trait SeededDropout: burn::backend::Backend {
+    /// `x` times the mask [`apply_mask`] draws from `seed`.
+    fn dropout_seeded(x: FloatTensor<Self>, seed: u64, p: f64) -> FloatTensor<Self>;
+}
+
+fn dropout_flex(x: &FlexTensor, seed: u64, p: f64) -> FlexTensor {
+    let x = x.to_contiguous();
+    flex::tensor(
+        apply_mask(seed, p, flex::values(&x)),
+        x.layout().shape().clone(),
+    )
+}
+
+impl SeededDropout for Flex {
+    fn dropout_seeded(x: FlexTensor, seed: u64, p: f64) -> FlexTensor {
+        dropout_flex(&x, seed, p)
+    }
+}
+
+/// The backward keeps the seed, not the mask: `dx = dy·m` with `m` drawn again.
+#[derive(Debug)]
+struct DropoutBackward;
+
+impl Backward<Flex, 1> for DropoutBackward {
+    type State = (u64, f64);
+
+    fn backward(self, ops: Ops<(u64, f64), 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = node_x {
+            let (seed, p) = ops.state;
+            grads.register::<Flex>(node.id, dropout_flex(&dy, seed, p));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> SeededDropout for Autodiff<Flex, C> {
+    fn dropout_seeded(x: FloatTensor<Self>, seed: u64, p: f64) -> FloatTensor<Self> {
+        let node = [x.node()];
+        let out = dropout_flex(&x.into_primitive(), seed, p);
+        match DropoutBackward
+            .prepare::<C>(node)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((seed, p), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
 }
 
 impl Dropout {
@@ -69,15 +139,47 @@ impl Dropout {
             &device,
         ));
         let seed = ((s[0] as u64) << 32) ^ (s[1] as u64);
-        let shape = x.dims();
-        let m = mask(seed, shape.iter().product(), self.prob);
-        x * Tensor::from_data(TensorData::new(m, shape), &device)
+        let y = <Dispatch as SeededDropout>::dropout_seeded(x.into_dispatch(), seed, self.prob);
+        Tensor::from_dispatch(y)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::TensorData;
+
+    /// The mask values (`0` or `1/(1 − p)`) for `n` elements from `seed`.
+    fn mask(seed: u64, n: usize, p: f64) -> Vec<f32> {
+        apply_mask(seed, p, &vec![1.0; n])
+    }
+
+    /// The op's output and gradient against burn's `x * mask` with the mask made apart: the
+    /// backward must draw the forward's mask again, element for element (a non-contiguous
+    /// input spanning several tasks).
+    #[test]
+    fn backward_draws_the_forward_mask_again() {
+        let _rng = crate::rng_lock(); // draws from the device generator
+        let device = Device::flex().autodiff();
+        let normal = |shape| Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let x = normal([3, 50, 700]).swap_dims(1, 2).require_grad();
+        let probe = normal([3, 700, 50]);
+        let (seed, p) = (0x5eed_u64, 0.3);
+        let m = Tensor::<3>::from_data(
+            TensorData::new(mask(seed, 3 * 700 * 50, p), [3, 700, 50]),
+            &device,
+        );
+        let ours = Tensor::<3>::from_dispatch(<Dispatch as SeededDropout>::dropout_seeded(
+            x.clone().into_dispatch(),
+            seed,
+            p,
+        ));
+        let theirs = x.clone() * m;
+        let grad =
+            |y: Tensor<3>| crate::to_vec(x.grad(&(y * probe.clone()).sum().backward()).unwrap());
+        assert_eq!(crate::to_vec(ours.clone()), crate::to_vec(theirs.clone()));
+        assert_eq!(grad(ours), grad(theirs));
+    }
 
     #[test]
     fn mask_drops_p_of_the_elements_and_scales_the_rest() {
