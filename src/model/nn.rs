@@ -47,8 +47,16 @@ fn uniform_param<const D: usize>(
 
 /// Several linear layers that read the same input, as one wide multiply (their weights are
 /// concatenated along the output axis); returns the outputs in order. One wide matrix product
-/// is faster than several narrow ones, forward and backward.
+/// is faster than several narrow ones.
+///
+/// Not in training: burn-autodiff's backward of each output (a slice of the wide one) builds a
+/// zero gradient of the whole wide output and adds it to the others' — for AVCA's six
+/// projections of X six `[B·T, 49, 1536]` buffers (192 MB each at batch 64): 640 MB more peak
+/// memory, and no faster than separate layers (BENCHMARKS.md, issue 16).
 pub fn fused_linear<const D: usize>(x: Tensor<D>, layers: &[&Linear]) -> Vec<Tensor<D>> {
+    if x.device().is_autodiff() {
+        return layers.iter().map(|l| l.forward(x.clone())).collect();
+    }
     let weight = Tensor::cat(layers.iter().map(|l| l.weight.val()).collect(), 1);
     let bias = Tensor::cat(
         layers
