@@ -14,7 +14,7 @@ use burn::tensor::{Device, Tensor};
 use crate::config::Guide;
 
 use super::layer_norm_flex::norm;
-use super::nn::{dropout, fused_linear, layer_norm, linear};
+use super::nn::{dropout, flat, fused_linear, layer_norm, linear};
 use super::state::{HasState, Prefix, StateVisitor};
 use super::trace::Trace;
 
@@ -227,7 +227,7 @@ impl CoGuidedAttention {
             g.next().expect("two projections"),
         );
         let q = relu(g1_v3) * relu(m).unsqueeze_dim(1); // [BT, 49, 256]
-        let logits = self.ave_v_att.forward(q); // [BT, 49, 1]
+        let logits = flat(&self.ave_v_att, q); // [BT, 49, 1]
         trace.record((NAME, ".ave_v_att"), &logits);
         let w_self = softmax(logits.tanh(), 1).swap_dims(1, 2); // [BT, 1, 49]
         trace.record((NAME, ":self_attention"), &w_self);
@@ -293,8 +293,8 @@ impl CoGuidedAttention {
         // 3.5 Audio-guided spatial attention.
         let qa2 = self.affine_audio_2.forward(a_flat);
         trace.record((NAME, ".affine_audio_2"), &qa2);
-        let u = relu(self.affine_video_2.forward(xc.clone())) * relu(qa2).unsqueeze_dim(1);
-        let logits = self.affine_v_s_att.forward(u); // [BT, 49, 1]
+        let u = relu(flat(&self.affine_video_2, xc.clone())) * relu(qa2).unsqueeze_dim(1);
+        let logits = flat(&self.affine_v_s_att, u); // [BT, 49, 1]
         trace.record((NAME, ".affine_v_s_att"), &logits);
         let w_sp = softmax(logits.tanh(), 1).swap_dims(1, 2); // [BT, 1, 49]
         trace.record((NAME, ":spatial_attention"), &w_sp);

@@ -167,7 +167,7 @@ impl CaceNet {
         let [b, t, ..] = visual.dims();
 
         // 2. V0 = Drop(ReLU(v_fc(v))) at every grid cell: [B, T, 7, 7, 512].
-        let v0 = relu(self.v_fc.forward(visual));
+        let v0 = relu(nn::flat(&self.v_fc, visual));
         trace.record("relu", &v0);
         let v0 = self.v_fc_dropout.forward(v0);
         // code: audio is used as is unless a_fc is enabled for wider audio features.

@@ -45,6 +45,22 @@ fn uniform_param<const D: usize>(
     ))
 }
 
+/// `l.forward(x)` on `x` flattened to `[rows, d_in]` and shaped back.
+///
+/// burn keeps `[B, L, d_in] × [d_in, d_out]` as a batched product against the broadcast weight
+/// when `L` does not fill its row tiles (AVCA's 49 cells), and the autodiff backward of that
+/// product forms the weight gradient per batch element before summing: `[640, 512, 512]`, 671 MB
+/// at batch 64, for one `[512, 512]` weight. Flattened, the backward is one `[d_in, rows] ×
+/// [rows, d_out]` product.
+pub fn flat<const D: usize>(l: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let dims = x.dims();
+    let d_in = dims[D - 1];
+    let y = l.forward(x.reshape([dims.iter().product::<usize>() / d_in.max(1), d_in]));
+    let mut out = dims;
+    out[D - 1] = y.dims()[1];
+    y.reshape(out)
+}
+
 /// Several linear layers that read the same input, as one wide multiply (their weights are
 /// concatenated along the output axis); returns the outputs in order. One wide matrix product
 /// is faster than several narrow ones.
@@ -55,7 +71,7 @@ fn uniform_param<const D: usize>(
 /// memory, and no faster than separate layers (BENCHMARKS.md, issue 16).
 pub fn fused_linear<const D: usize>(x: Tensor<D>, layers: &[&Linear]) -> Vec<Tensor<D>> {
     if x.device().is_autodiff() {
-        return layers.iter().map(|l| l.forward(x.clone())).collect();
+        return layers.iter().map(|l| flat(l, x.clone())).collect();
     }
     let weight = Tensor::cat(layers.iter().map(|l| l.weight.val()).collect(), 1);
     let bias = Tensor::cat(
@@ -310,6 +326,53 @@ impl HasState for Lstm {
         self.forward_dir.visit_state_suffixed(at, "", v);
         if let Some(rev) = self.reverse_dir.as_mut() {
             rev.visit_state_suffixed(at, "_reverse", v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`flat`] gives `Linear::forward`'s output and gradients, and its backward needs a
+    /// fraction of the memory: at `[200, 49, 512] × [512, 512]` burn's batched product forms 200
+    /// weight gradients of 1 MB before summing them. The peaks are measured on the process-wide
+    /// heap count, so a test allocating at the same moment can only make `flat` look worse.
+    #[test]
+    fn flat_linear_matches_burns_and_keeps_its_backward_small() {
+        let _rng = crate::rng_lock(); // draws from the device generator
+        let device = Device::flex().autodiff();
+        let l = linear(512, 512, &device);
+        let x = Tensor::<3>::random([200, 49, 512], Distribution::Normal(0.0, 1.0), &device)
+            .require_grad();
+        let run = |y: Tensor<3>| {
+            crate::heap::reset_peak();
+            let before = crate::heap::live_bytes();
+            let g = y.sum().backward();
+            let extra = crate::heap::peak_bytes().saturating_sub(before) >> 20;
+            let grads = [
+                x.grad(&g).unwrap().flatten::<1>(0, 2),
+                l.weight.grad(&g).unwrap().flatten::<1>(0, 1),
+            ];
+            (extra, grads.map(crate::to_vec))
+        };
+        let (burn_mb, theirs) = run(l.forward(x.clone()));
+        let (flat_mb, ours) = run(flat(&l, x.clone()));
+        assert!(
+            burn_mb > 150,
+            "burn's backward took {burn_mb} MB more: the case no longer tests anything"
+        );
+        assert!(
+            flat_mb < 80,
+            "flat backward took {flat_mb} MB more (burn's: {burn_mb} MB)"
+        );
+        for (a, b) in ours.iter().zip(&theirs) {
+            let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+            let diff = a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                diff / scale < 1e-5,
+                "gradients differ by {diff} (scale {scale})"
+            );
         }
     }
 }
