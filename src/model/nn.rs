@@ -82,7 +82,13 @@ pub fn fused_linear<const D: usize>(x: Tensor<D>, layers: &[&Linear]) -> Vec<Ten
         0,
     );
     let widths = layers.iter().map(|l| l.weight.dims()[1]).collect();
-    burn::tensor::module::linear(x, weight, Some(bias)).split_with_sizes(widths, D - 1)
+    let dims = x.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let y = burn::tensor::module::linear(x.reshape([rows, dims[D - 1]]), weight, Some(bias));
+    let mut out = dims;
+    out[D - 1] = y.dims()[1];
+    // Flattened for the reason given at [`flat`] (here: one product instead of B·T small ones).
+    y.reshape(out).split_with_sizes(widths, D - 1)
 }
 
 /// Re-creates every parameter with a fresh id and the same values. The official encoders are
