@@ -53,12 +53,21 @@ fn uniform_param<const D: usize>(
 /// at batch 64, for one `[512, 512]` weight. Flattened, the backward is one `[d_in, rows] ×
 /// [rows, d_out]` product.
 pub fn flat<const D: usize>(l: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let (x, dims) = to_rows(x);
+    from_rows(l.forward(x), dims)
+}
+
+/// `[..., C]` → `[rows, C]`, and the shape to give back to [`from_rows`].
+fn to_rows<const D: usize>(x: Tensor<D>) -> (Tensor<2>, [usize; D]) {
     let dims = x.dims();
-    let d_in = dims[D - 1];
-    let y = l.forward(x.reshape([dims.iter().product::<usize>() / d_in.max(1), d_in]));
-    let mut out = dims;
-    out[D - 1] = y.dims()[1];
-    y.reshape(out)
+    let rows = dims[..D - 1].iter().product::<usize>();
+    (x.reshape([rows, dims[D - 1]]), dims)
+}
+
+/// `[rows, C']` → `[..., C']` with the leading axes of `dims`.
+fn from_rows<const D: usize>(y: Tensor<2>, mut dims: [usize; D]) -> Tensor<D> {
+    dims[D - 1] = y.dims()[1];
+    y.reshape(dims)
 }
 
 /// Several linear layers that read the same input, as one wide multiply (their weights are
@@ -82,13 +91,10 @@ pub fn fused_linear<const D: usize>(x: Tensor<D>, layers: &[&Linear]) -> Vec<Ten
         0,
     );
     let widths = layers.iter().map(|l| l.weight.dims()[1]).collect();
-    let dims = x.dims();
-    let rows = dims[..D - 1].iter().product::<usize>();
-    let y = burn::tensor::module::linear(x.reshape([rows, dims[D - 1]]), weight, Some(bias));
-    let mut out = dims;
-    out[D - 1] = y.dims()[1];
     // Flattened for the reason given at [`flat`] (here: one product instead of B·T small ones).
-    y.reshape(out).split_with_sizes(widths, D - 1)
+    let (x, dims) = to_rows(x);
+    from_rows(burn::tensor::module::linear(x, weight, Some(bias)), dims)
+        .split_with_sizes(widths, D - 1)
 }
 
 /// Re-creates every parameter with a fresh id and the same values. The official encoders are
@@ -343,7 +349,8 @@ mod tests {
     /// [`flat`] gives `Linear::forward`'s output and gradients, and its backward needs a
     /// fraction of the memory: at `[200, 49, 512] × [512, 512]` burn's batched product forms 200
     /// weight gradients of 1 MB before summing them. The peaks are measured on the process-wide
-    /// heap count, so a test allocating at the same moment can only make `flat` look worse.
+    /// heap count, where a test allocating at the same moment can only add: `flat`'s is the
+    /// least of three tries.
     #[test]
     fn flat_linear_matches_burns_and_keeps_its_backward_small() {
         let _rng = crate::rng_lock(); // draws from the device generator
@@ -363,7 +370,10 @@ mod tests {
             (extra, grads.map(crate::to_vec))
         };
         let (burn_mb, theirs) = run(l.forward(x.clone()));
-        let (flat_mb, ours) = run(flat(&l, x.clone()));
+        let (mut flat_mb, ours) = run(flat(&l, x.clone()));
+        for _ in 0..2 {
+            flat_mb = flat_mb.min(run(flat(&l, x.clone())).0);
+        }
         assert!(
             burn_mb > 150,
             "burn's backward took {burn_mb} MB more: the case no longer tests anything"
