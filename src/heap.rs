@@ -26,7 +26,7 @@ static PEAK: AtomicUsize = AtomicUsize::new(0);
 
 /// mimalloc, counting the bytes it hands out. Two relaxed atomic operations per call: nothing
 /// measurable beside the work a tensor allocation is made for.
-pub struct Counting;
+struct Counting;
 
 fn grew(n: usize) {
     let now = LIVE.fetch_add(n, Relaxed) + n;

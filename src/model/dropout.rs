@@ -44,7 +44,7 @@ const CHUNK: usize = 1 << 14;
 /// `x[i]·mᵢ`, where `mᵢ` is `0` (probability `p`) or `1/(1 − p)`, drawn for element `i` from
 /// `seed`: the same mask for any thread count, so the backward can draw it again instead of
 /// keeping it (64 MB per AVCA dropout at batch 64).
-pub fn apply_mask(seed: u64, p: f64, x: &[f32]) -> Vec<f32> {
+fn apply_mask(seed: u64, p: f64, x: &[f32]) -> Vec<f32> {
     let scale = (1.0 / (1.0 - p)) as f32;
     // An element is dropped when its 32-bit draw is below p·2³².
     let threshold = (p * 4_294_967_296.0).min(4_294_967_295.0) as u64;
