@@ -18,6 +18,8 @@ use crate::optim::{Adam, AdamConfig, KeyedGrads};
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchResult {
     pub device: String,
+    /// The thread's [`crate::precision`] while measuring.
+    pub precision: String,
     pub threads: usize,
     pub batch: usize,
     /// Forward + loss + backward + global clip + Adam, batch 64.
@@ -201,7 +203,9 @@ pub fn run(device: &Device, reps: usize) -> BenchResult {
     let x = Tensor::<2>::random([m, 512], Distribution::Uniform(0.0, 1.0), device);
     let gflops = |n: usize| {
         let w = Tensor::<2>::random([512, n], Distribution::Uniform(-0.05, 0.05), device);
-        let s = time(1, reps, || sync(x.clone().matmul(w.clone())));
+        let s = time(1, reps, || {
+            sync(crate::precision::linear_parts(x.clone(), w.clone(), None))
+        });
         2.0 * m as f64 * 512.0 * n as f64 / s / 1e9
     };
     let (g512, g1536) = (gflops(512), gflops(1536));
@@ -209,6 +213,7 @@ pub fn run(device: &Device, reps: usize) -> BenchResult {
     let steps = 3339usize.div_ceil(b);
     BenchResult {
         device: format!("{device:?}"),
+        precision: crate::precision::current().to_string(),
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         batch: b,
         train_step_ms: train_step * 1e3,

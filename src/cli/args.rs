@@ -28,3 +28,21 @@ pub struct CheckpointArg {
     #[arg(long = "checkpoint")]
     pub path: PathBuf,
 }
+
+/// `--precision`.
+#[derive(clap::Args)]
+pub struct PrecisionArg {
+    /// `f32` (the default and the parity standard) or `bf16`: the large multiplies with bf16
+    /// operands and f32 sums (CPU with AVX512-BF16; README, "bf16").
+    #[arg(long = "precision")]
+    pub value: Option<cace_net::precision::Precision>,
+}
+
+impl PrecisionArg {
+    /// Checks the precision against `device` and sets it on this thread while the guard lives.
+    pub fn enter(&self, device: &Device) -> Result<cace_net::precision::Scope> {
+        let p = self.value.unwrap_or_default();
+        cace_net::precision::check(p, device)?;
+        Ok(cace_net::precision::scope(p))
+    }
+}

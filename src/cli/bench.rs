@@ -1,4 +1,4 @@
-use super::args::DeviceArg;
+use super::args::{DeviceArg, PrecisionArg};
 use anyhow::Result;
 use cace_net::bench;
 
@@ -6,6 +6,8 @@ use cace_net::bench;
 pub struct Args {
     #[command(flatten)]
     device: DeviceArg,
+    #[command(flatten)]
+    precision: PrecisionArg,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     json: bool,
@@ -67,7 +69,10 @@ pub fn run(a: Args) -> Result<()> {
         }
         return Ok(());
     }
-    let r = bench::run(&device, a.reps.max(1));
+    let r = {
+        let _precision = a.precision.enter(&device)?;
+        bench::run(&device, a.reps.max(1))
+    };
     let torch = match &a.compare_pytorch {
         Some(python) => Some(pytorch(python, a.reps.max(1))?),
         None => None,
@@ -81,8 +86,8 @@ pub fn run(a: Args) -> Result<()> {
         return Ok(());
     }
     println!(
-        "cace bench on {} ({} threads), batch {}, median of {} after warm-up",
-        r.device, r.threads, r.batch, a.reps
+        "cace bench on {} ({} threads, {}), batch {}, median of {} after warm-up",
+        r.device, r.threads, r.precision, r.batch, a.reps
     );
     println!(
         "  training step (fwd + loss + bwd + clip + Adam)  {:>9.1} ms",

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use super::args::{CheckpointArg, DeviceArg};
+use super::args::{CheckpointArg, DeviceArg, PrecisionArg};
 use anyhow::Result;
 use cace_net::checkpoint;
 use cace_net::data::ave::{AveDir, Split};
@@ -25,10 +25,13 @@ pub struct Args {
     batch_size: usize,
     #[command(flatten)]
     device: DeviceArg,
+    #[command(flatten)]
+    precision: PrecisionArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let device = a.device.get()?;
+    let _precision = a.precision.enter(&device)?;
     let data = AveDir::open(&a.data)?;
     anyhow::ensure!(
         data.has_labels(),

@@ -1,6 +1,6 @@
 use std::path::{Path, PathBuf};
 
-use super::args::{CheckpointArg, DeviceArg};
+use super::args::{CheckpointArg, DeviceArg, PrecisionArg};
 use anyhow::{Context, Result, bail};
 use cace_net::checkpoint;
 use cace_net::data::ave::{AveDir, Split};
@@ -53,6 +53,8 @@ pub struct Args {
     batch_size: usize,
     #[command(flatten)]
     device: DeviceArg,
+    #[command(flatten)]
+    precision: PrecisionArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -67,6 +69,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     anyhow::ensure!(a.batch_size > 0, "--batch-size must be at least 1");
     let device = a.device.get()?;
+    let _precision = a.precision.enter(&device)?;
     let data = AveDir::open(data)?;
     let loaded = checkpoint::load(&a.checkpoint.path, None, &device)?;
     check_feature_widths(&loaded.config, &data)?;
@@ -109,6 +112,7 @@ fn run_video(a: Args, video: &Path) -> Result<()> {
     }
     let weights = a.weights.as_deref().expect("clap requires --weights");
     let device = a.device.get()?;
+    let _precision = a.precision.enter(&device)?;
     let folder = video.is_dir();
     // Cheap checks first: the clips, the checkpoint, the weight files.
     let (usable, mut failed) = openable_clips(video, folder)?;
@@ -236,6 +240,7 @@ fn run_video_dense(a: Args, video: &Path) -> Result<()> {
         );
     }
     let device = a.device.get()?;
+    let _precision = a.precision.enter(&device)?;
     open_clip(video)?;
     let path = &a.checkpoint.path;
     let (model, cfg) = dense_ckpt::load(path, dense_ckpt::Weights::Ema, None, &device)?;

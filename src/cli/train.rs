@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use super::args::DeviceArg;
+use super::args::{DeviceArg, PrecisionArg};
 use anyhow::{Context, Result, bail};
 use cace_net::train::{self, Report, RunOptions, TrainConfig};
 
@@ -32,6 +32,8 @@ pub struct Args {
     zero_audio: bool,
     #[command(flatten)]
     device: DeviceArg,
+    #[command(flatten)]
+    precision: PrecisionArg,
     /// Continue the run saved in `--out`.
     #[arg(long)]
     resume: bool,
@@ -93,6 +95,9 @@ pub fn run(a: Args) -> Result<()> {
         config.batch_size = b;
     }
     config.zero_audio |= a.zero_audio;
+    if let Some(p) = a.precision.value {
+        config.precision = p;
+    }
     if let Some(s) = a
         .seeds
         .iter()

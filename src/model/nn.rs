@@ -45,7 +45,8 @@ fn uniform_param<const D: usize>(
     ))
 }
 
-/// `l.forward(x)` on `x` flattened to `[rows, d_in]` and shaped back.
+/// `l.forward(x)` on `x` flattened to `[rows, d_in]` and shaped back, in the thread's
+/// [`crate::precision`].
 ///
 /// burn keeps `[B, L, d_in] × [d_in, d_out]` as a batched product against the broadcast weight
 /// when `L` does not fill its row tiles (AVCA's 49 cells), and the autodiff backward of that
@@ -54,7 +55,7 @@ fn uniform_param<const D: usize>(
 /// [rows, d_out]` product.
 pub fn flat<const D: usize>(l: &Linear, x: Tensor<D>) -> Tensor<D> {
     let (x, dims) = to_rows(x);
-    from_rows(l.forward(x), dims)
+    from_rows(crate::precision::linear(l, x), dims)
 }
 
 /// `[..., C]` → `[rows, C]`, and the shape to give back to [`from_rows`].
@@ -93,7 +94,7 @@ pub fn fused_linear<const D: usize>(x: Tensor<D>, layers: &[&Linear]) -> Vec<Ten
     let widths = layers.iter().map(|l| l.weight.dims()[1]).collect();
     // Flattened for the reason given at [`flat`] (here: one product instead of B·T small ones).
     let (x, dims) = to_rows(x);
-    from_rows(burn::tensor::module::linear(x, weight, Some(bias)), dims)
+    from_rows(crate::precision::linear_parts(x, weight, Some(bias)), dims)
         .split_with_sizes(widths, D - 1)
 }
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ModelConfig;
 use crate::optim::{AdamConfig, MultiStepLr};
+use crate::precision::Precision;
 
 /// Everything a run depends on; saved as `RUN_DIR/train_config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +39,9 @@ pub struct TrainConfig {
     /// batch over from the host (`false`). `None`: on a GPU when they take at most 6 GiB as f32
     /// ([`crate::resident::AUTO_DEVICE_BYTES`]), never on the CPU (nothing to gain there).
     pub features_on_device: Option<bool>,
+    /// `"f32"` (the parity standard) or `"bf16"`: the large multiplies with bf16 operands and
+    /// f32 sums, training and evaluation ([`crate::precision`]).
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -59,6 +63,7 @@ impl Default for TrainConfig {
             zero_audio: false,
             features_in_memory: None,
             features_on_device: None,
+            precision: Precision::F32,
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct RunOptions {
 pub fn train(opts: &RunOptions) -> Result<Report> {
     let cfg = &opts.config;
     cfg.validate()?;
+    crate::precision::check(cfg.precision, &opts.device)?;
+    let _precision = crate::precision::scope(cfg.precision);
     let started = Instant::now();
     let (run, last) = RunDir::open(&opts.out, opts.resume)?;
     let data = AveData::prepare(&opts.data, cfg, &opts.device)?;
