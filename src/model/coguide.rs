@@ -8,6 +8,7 @@ use burn::module::Module;
 use burn::nn::{LayerNorm, Linear};
 
 use super::dropout::Dropout;
+use super::gate_flex::gate;
 use burn::tensor::activation::{relu, sigmoid, softmax};
 use burn::tensor::{Device, Tensor};
 
@@ -226,7 +227,7 @@ impl CoGuidedAttention {
             g.next().expect("two projections"),
             g.next().expect("two projections"),
         );
-        let q = relu(g1_v3) * relu(m).unsqueeze_dim(1); // [BT, 49, 256]
+        let q = gate(g1_v3, m, true); // relu(G1·W3) ⊙ relu(m): [BT, 49, 256]
         let logits = flat(&self.ave_v_att, q); // [BT, 49, 1]
         trace.record((NAME, ".ave_v_att"), &logits);
         let w_self = softmax(logits.tanh(), 1).swap_dims(1, 2); // [BT, 1, 49]
@@ -279,21 +280,19 @@ impl CoGuidedAttention {
         // 3.4 Audio-guided channel attention.
         let qa = self.affine_audio_1.forward(a_flat.clone());
         trace.record((NAME, ".affine_audio_1"), &qa);
-        let qv = relu(g1_v1);
-        let z = (relu(qa).unsqueeze_dim(1) * qv)
-            .mean_dim(1)
-            .reshape([bt, c]);
+        // relu(qa) ⊙ relu(G1·W1), averaged over the cells.
+        let z = gate(g1_v1, qa, true).mean_dim(1).reshape([bt, c]);
         let z = self.affine_bottleneck.forward(z);
         trace.record((NAME, ".affine_bottleneck"), &z);
         let ch = self.affine_v_c_att.forward(relu(z));
         trace.record((NAME, ".affine_v_c_att"), &ch);
         // code: the channel weights rescale the raw X, not G1.
-        let xc = x * (sigmoid(ch) + 1.0).unsqueeze_dim(1); // [BT, 49, 512]
+        let xc = gate(x, sigmoid(ch) + 1.0, false); // X ⊙ (σ(ch) + 1): [BT, 49, 512]
 
         // 3.5 Audio-guided spatial attention.
         let qa2 = self.affine_audio_2.forward(a_flat);
         trace.record((NAME, ".affine_audio_2"), &qa2);
-        let u = relu(flat(&self.affine_video_2, xc.clone())) * relu(qa2).unsqueeze_dim(1);
+        let u = gate(flat(&self.affine_video_2, xc.clone()), qa2, true);
         let logits = flat(&self.affine_v_s_att, u); // [BT, 49, 1]
         trace.record((NAME, ".affine_v_s_att"), &logits);
         let w_sp = softmax(logits.tanh(), 1).swap_dims(1, 2); // [BT, 1, 49]

@@ -5,6 +5,7 @@ pub mod batch_norm;
 pub mod batch_norm_flex;
 pub mod coguide;
 pub mod dropout;
+pub mod gate_flex;
 pub mod head;
 pub mod layer_norm_flex;
 pub mod nn;

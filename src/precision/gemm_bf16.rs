@@ -6,9 +6,10 @@
 //! bf16 kernel. The operands arrive as strided f32 views (master weights and activations stay
 //! f32); packing rounds them to bf16 (to nearest, ties to even) and puts two consecutive `k` in
 //! one 32-bit lane, as `vdpbf16ps` reads them; the micro-kernel keeps a 12×32 block of C in 24
-//! f32 registers. Blocking as in Goto's GEMM: a KC×NC block of B packed once and shared by the
-//! threads, each thread packing its MC×KC block of A and sweeping B's 32-column panels (one
-//! 16 KB panel in L1) over it.
+//! f32 registers. Blocking after Goto's GEMM: up to KS rows of B packed (in KC-deep blocks of
+//! 32-column panels, 16 KB a panel) and shared by the threads; each thread takes a few rows of C
+//! and runs them through every block, packing its rows of A per block, so its rows of C stay
+//! in its L2 until they are done.
 
 use rayon::prelude::*;
 
@@ -68,12 +69,13 @@ const MC: usize = 8 * MR;
 /// Columns of B packed at once.
 const NC: usize = 2048;
 
-/// Whether this CPU runs the kernel (AVX512-F and AVX512-BF16).
+/// Whether this CPU runs the kernels (AVX512-F, -BW, -VL and -BF16; every CPU with the last
+/// has the others).
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bf16")
+        use std::arch::is_x86_feature_detected as has;
+        has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512bf16")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -82,7 +84,7 @@ pub fn available() -> bool {
 }
 
 /// The bits of `x` rounded so that their upper half is `x` in bf16 (nearest, ties to even; a
-/// NaN stays a NaN). Branch-free on the common path, so the packing loops vectorise.
+/// NaN stays a NaN): the reference rounding, and the packing of operands with neither stride 1.
 #[inline(always)]
 fn rounded(b: u32) -> u32 {
     if b & 0x7FFF_FFFF > 0x7F80_0000 {
