@@ -2,7 +2,8 @@
 //!
 //! In bf16 the linear layers that carry the model's work (those run on `[rows, C]`:
 //! [`crate::model::nn::flat`], [`crate::model::nn::fused_linear`]) multiply bf16-rounded operands
-//! and sum in f32, forward and backward ([`matmul`]); everything else — master weights, optimiser
+//! and sum in f32, forward and backward ([`matmul`], which also runs them in f32 on the CPU);
+//! everything else — master weights, optimiser
 //! state, activations, normalisation, softmax, losses — stays f32. f32 is the default and the
 //! parity standard.
 //!
@@ -90,24 +91,21 @@ impl Drop for Scope {
     }
 }
 
-/// `x [rows, d_in] · weight [d_in, d_out] + bias` in this thread's precision (bf16 only on the
-/// CPU device; elsewhere burn's f32 product).
+/// `x [rows, d_in] · weight [d_in, d_out] + bias` in this thread's precision; on the CPU
+/// device through [`matmul`] (f32 or bf16), elsewhere burn's f32 product.
 pub fn linear_parts(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
-    if current() == Precision::Bf16 && crate::device::is_flex(&x.device()) {
-        let y = matmul(x, weight);
-        return match bias {
-            Some(b) => y + b.unsqueeze_dim(0),
-            None => y,
-        };
+    if !crate::device::is_flex(&x.device()) {
+        return burn::tensor::module::linear(x, weight, bias);
     }
-    burn::tensor::module::linear(x, weight, bias)
+    let y = matmul(x, weight, current());
+    match bias {
+        Some(b) => y + b.unsqueeze_dim(0),
+        None => y,
+    }
 }
 
 /// `l.forward(x)` for `x [rows, d_in]`, in this thread's precision.
 pub fn linear(l: &Linear, x: Tensor<2>) -> Tensor<2> {
-    if current() == Precision::F32 {
-        return l.forward(x);
-    }
     linear_parts(x, l.weight.val(), l.bias.as_ref().map(|b| b.val()))
 }
 

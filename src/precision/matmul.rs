@@ -1,6 +1,13 @@
-//! The bf16 product as a burn operation on the CPU device, with its backward: a backend
+//! The linear layers' product on the CPU device, f32 or bf16, with its backward: a backend
 //! extension for `Flex` and `Autodiff<Flex>` (as `model/dropout.rs`). The backward's two
-//! products (`dA = dC·Bᵀ`, `dB = Aᵀ·dC`) are bf16 too, read through transposed views (no copy).
+//! products (`dA = dC·Bᵀ`, `dB = Aᵀ·dC`) are in the same precision, read through transposed
+//! views (no copy).
+//!
+//! f32 calls the gemm crate as burn-flex does (same kernels, same numbers), but writes into a
+//! fresh `Vec<f32>`: burn-flex 0.22.1 allocates a product's output as zeroed bytes and then
+//! copies them to a realigned buffer (`FlexTensor::empty` → `Bytes::from_bytes_vec`), two passes
+//! over the output on the calling thread while the other core waits — 64 MB each for AVCA's
+//! products at batch 64, 24 of them in a training step.
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -12,19 +19,25 @@ use burn::backend::{Dispatch, Flex, backend_extension};
 use burn::tensor::Tensor;
 use burn_flex::FlexTensor;
 
+use super::Precision;
 use super::gemm_bf16::{self, View};
 use crate::flex;
 
 #[backend_extension(Flex, Autodiff)]
-pub trait MatmulBf16: burn::backend::Backend {
-    /// `lhs [m, k] · rhs [k, n]`, bf16 operands, f32 sums.
-    fn matmul_bf16(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self>;
+pub trait LinearMatmul: burn::backend::Backend {
+    /// `lhs [m, k] · rhs [k, n]`, f32 sums; bf16 operands when `bf16`.
+    fn linear_matmul(
+        lhs: FloatTensor<Self>,
+        rhs: FloatTensor<Self>,
+        bf16: bool,
+    ) -> FloatTensor<Self>;
 }
 
-/// `a [m, k] · b [k, n]` (2-d tensors on the CPU device, any strides), bf16 multiplies and f32
-/// sums; differentiable.
-pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
-    let c = <Dispatch as MatmulBf16>::matmul_bf16(a.into_dispatch(), b.into_dispatch());
+/// `a [m, k] · b [k, n]` (2-d tensors on the CPU device, any strides) in `precision`;
+/// differentiable.
+pub fn matmul(a: Tensor<2>, b: Tensor<2>, precision: Precision) -> Tensor<2> {
+    let bf16 = precision == Precision::Bf16;
+    let c = <Dispatch as LinearMatmul>::linear_matmul(a.into_dispatch(), b.into_dispatch(), bf16);
     Tensor::from_dispatch(c)
 }
 
@@ -51,18 +64,67 @@ fn view(t: &FlexTensor) -> View<'_> {
 }
 
 /// `op(a) · op(b)` where `op` transposes when its flag is set.
-fn product(a: &FlexTensor, ta: bool, b: &FlexTensor, tb: bool) -> FlexTensor {
+fn product(a: &FlexTensor, ta: bool, b: &FlexTensor, tb: bool, bf16: bool) -> FlexTensor {
     let (a, b) = (positive(a), positive(b));
     let (va, vb) = (view(&a), view(&b));
     let va = if ta { va.t() } else { va };
     let vb = if tb { vb.t() } else { vb };
     let (m, n) = (va.rows, vb.cols);
-    flex::tensor(gemm_bf16::matmul(va, vb), [m, n])
+    let c = if bf16 {
+        gemm_bf16::matmul(va, vb)
+    } else {
+        gemm_f32(va, vb)
+    };
+    flex::tensor(c, [m, n])
 }
 
-impl MatmulBf16 for Flex {
-    fn matmul_bf16(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
-        product(&lhs, false, &rhs, false)
+/// `A·B` in f32 by the gemm crate, with burn-flex's parallelism rule (all threads from
+/// 192³ multiply-adds), into a fresh vector that the product fills.
+fn gemm_f32(a: View, b: View) -> Vec<f32> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(k, b.rows, "matmul: inner dimensions");
+    if m * n == 0 || k == 0 {
+        return vec![0.0; m * n];
+    }
+    let parallelism = if m * n * k >= 192 * 192 * 192 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    let mut c = Vec::<f32>::with_capacity(m * n);
+    // SAFETY: the views hold every element their strides address (checked by their
+    // construction from a tensor's layout); with `read_dst` false gemm writes all `m·n` outputs
+    // of `c` (row stride n) without reading them, so they are initialised before `set_len`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        c.set_len(m * n);
+    }
+    c
+}
+
+impl LinearMatmul for Flex {
+    fn linear_matmul(lhs: FlexTensor, rhs: FlexTensor, bf16: bool) -> FlexTensor {
+        product(&lhs, false, &rhs, false, bf16)
     }
 }
 
@@ -71,37 +133,41 @@ impl MatmulBf16 for Flex {
 struct MatmulBackward;
 
 impl Backward<Flex, 2> for MatmulBackward {
-    type State = (FlexTensor, FlexTensor);
+    type State = (FlexTensor, FlexTensor, bool);
 
     fn backward(
         self,
-        ops: Ops<(FlexTensor, FlexTensor), 2>,
+        ops: Ops<(FlexTensor, FlexTensor, bool), 2>,
         grads: &mut Gradients,
         _: &mut Checkpointer,
     ) {
         let [node_a, node_b] = ops.parents;
         let dc = grads.consume::<Flex>(&ops.node);
-        let (a, b) = ops.state;
+        let (a, b, bf16) = ops.state;
         if let Some(node) = node_a {
-            grads.register::<Flex>(node.id, product(&dc, false, &b, true));
+            grads.register::<Flex>(node.id, product(&dc, false, &b, true, bf16));
         }
         if let Some(node) = node_b {
-            grads.register::<Flex>(node.id, product(&a, true, &dc, false));
+            grads.register::<Flex>(node.id, product(&a, true, &dc, false, bf16));
         }
     }
 }
 
-impl<C: CheckpointStrategy> MatmulBf16 for Autodiff<Flex, C> {
-    fn matmul_bf16(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+impl<C: CheckpointStrategy> LinearMatmul for Autodiff<Flex, C> {
+    fn linear_matmul(
+        lhs: FloatTensor<Self>,
+        rhs: FloatTensor<Self>,
+        bf16: bool,
+    ) -> FloatTensor<Self> {
         let nodes = [lhs.node(), rhs.node()];
         let (a, b) = (lhs.into_primitive(), rhs.into_primitive());
-        let out = product(&a, false, &b, false);
+        let out = product(&a, false, &b, false, bf16);
         match MatmulBackward
             .prepare::<C>(nodes)
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish((a, b), out),
+            OpsKind::Tracked(prep) => prep.finish((a, b, bf16), out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         }
     }
@@ -141,7 +207,7 @@ mod tests {
         let r = Tensor::<2>::random([70, 33], Distribution::Normal(0.0, 1.0), &dev);
         let (a, b) = (a.require_grad(), b.detach().require_grad());
 
-        let c = matmul(a.clone(), b.clone());
+        let c = matmul(a.clone(), b.clone(), Precision::Bf16);
         let grads = (c.clone() * r.clone()).sum().backward();
         let (ga, gb) = (a.grad(&grads).unwrap(), b.grad(&grads).unwrap());
 
@@ -153,5 +219,26 @@ mod tests {
         // And bf16 is not f32: the unrounded product differs by far more than the tolerance.
         let diff: f32 = (ci - ai.matmul(bi)).abs().max().into_scalar();
         assert!(diff > 1e-3, "bf16 product equals the f32 one ({diff})");
+    }
+
+    #[test]
+    fn f32_is_burns_product_bit_for_bit_forward_and_backward() {
+        let dev = Device::flex().autodiff();
+        // Large enough for the threaded path (m·n·k ≥ 192³), with a transposed operand.
+        let a =
+            Tensor::<2>::random([300, 160], Distribution::Normal(0.0, 1.0), &dev).require_grad();
+        let b = Tensor::<2>::random([200, 160], Distribution::Normal(0.0, 1.0), &dev)
+            .transpose()
+            .detach()
+            .require_grad();
+        let r = Tensor::<2>::random([300, 200], Distribution::Normal(0.0, 1.0), &dev);
+        let ours = matmul(a.clone(), b.clone(), Precision::F32);
+        let theirs = a.clone().matmul(b.clone());
+        assert_eq!(crate::to_vec(ours.clone()), crate::to_vec(theirs.clone()));
+        let g1 = (ours * r.clone()).sum().backward();
+        let g2 = (theirs * r).sum().backward();
+        for (x, y) in [(a.grad(&g1), a.grad(&g2)), (b.grad(&g1), b.grad(&g2))] {
+            assert_eq!(crate::to_vec(x.unwrap()), crate::to_vec(y.unwrap()));
+        }
     }
 }
