@@ -7,6 +7,7 @@
 use burn::module::Module;
 use burn::nn::{LayerNorm, Linear};
 
+use super::bmm_flex::bmm;
 use super::dropout::Dropout;
 use super::gate_flex::gate;
 use burn::tensor::activation::{relu, sigmoid, softmax};
@@ -119,10 +120,10 @@ impl CoGuidedAttention {
         k: Tensor<3>,
         v: Tensor<3>,
     ) -> Tensor<3> {
-        let scores = softmax(q.matmul(k.swap_dims(1, 2)), 2); // [BT, 49, 49]
+        let scores = softmax(bmm(q, k.swap_dims(1, 2)), 2); // [BT, 49, 49]
         norm(
             &self.v_norm,
-            x.clone() + self.dropout.forward(scores.matmul(v)),
+            x.clone() + self.dropout.forward(bmm(scores, v)),
         )
     }
 
@@ -232,7 +233,7 @@ impl CoGuidedAttention {
         trace.record((NAME, ".ave_v_att"), &logits);
         let w_self = softmax(logits.tanh(), 1).swap_dims(1, 2); // [BT, 1, 49]
         trace.record((NAME, ":self_attention"), &w_self);
-        let c_self = w_self.clone().matmul(g1.clone()).reshape([bt, c]);
+        let c_self = bmm(w_self.clone(), g1.clone()).reshape([bt, c]);
         (c_self, w_self, g1_v1)
     }
 
@@ -297,7 +298,7 @@ impl CoGuidedAttention {
         trace.record((NAME, ".affine_v_s_att"), &logits);
         let w_sp = softmax(logits.tanh(), 1).swap_dims(1, 2); // [BT, 1, 49]
         trace.record((NAME, ":spatial_attention"), &w_sp);
-        let vcs = w_sp.clone().matmul(xc).reshape([bt, c]);
+        let vcs = bmm(w_sp.clone(), xc).reshape([bt, c]);
 
         // 3.6 v_out = vcs + β·σ(c_self)⊙vcs (paper Eq. 2).
         let v_out = (vcs.clone() + sigmoid(c_self).mul_scalar(self.beta) * vcs).reshape([b, t, c]);

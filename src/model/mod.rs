@@ -3,6 +3,7 @@
 
 pub mod batch_norm;
 pub mod batch_norm_flex;
+pub mod bmm_flex;
 pub mod coguide;
 pub mod dropout;
 pub mod gate_flex;

@@ -1,0 +1,228 @@
+//! Batched products `[B, M, K] × [B, K, N]` on the CPU (`flex`), forward and backward: AVCA's
+//! attention over the 49 cells (`QKᵀ`, `softmax(·)·V`, the attention maps pooling the cells).
+//!
+//! Why our own: burn-flex 0.22.1 allocates every product's output as zeroed bytes and then
+//! copies them to a realigned buffer (`FlexTensor::empty` → `Bytes::from_bytes_vec`): two
+//! single-threaded passes over outputs of 64 MB (`softmax(QKᵀ)·V` at batch 64, and the
+//! gradients of V and of the pooled maps). Here the batch items are rayon tasks, each one call
+//! of the gemm crate — the one burn-flex calls, so the values are the same bit for bit — into a
+//! fresh buffer. Other devices, and batches that differ, keep burn's `matmul` ([`bmm`]).
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Dispatch, Flex, backend_extension};
+use burn::tensor::Tensor;
+use burn_flex::FlexTensor;
+use rayon::prelude::*;
+
+use crate::device::is_flex;
+use crate::flex;
+
+#[backend_extension(Flex, Autodiff)]
+pub trait BatchedMatmul: burn::backend::Backend {
+    /// `lhs [B, M, K] · rhs [B, K, N]` → `[B, M, N]`.
+    fn batched_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// `a.matmul(b)` for `a [B, M, K]`, `b [B, K, N]`.
+pub fn bmm(a: Tensor<3>, b: Tensor<3>) -> Tensor<3> {
+    if !is_flex(&a.device()) || a.dims()[0] != b.dims()[0] {
+        return a.matmul(b);
+    }
+    let c = <Dispatch as BatchedMatmul>::batched_matmul(a.into_dispatch(), b.into_dispatch());
+    Tensor::from_dispatch(c)
+}
+
+/// One operand: item `i`'s element `(r, c)` at `data[i·bs + r·rs + c·cs]`.
+struct Operand<'a> {
+    data: &'a [f32],
+    batch: usize,
+    rows: usize,
+    cols: usize,
+    bs: usize,
+    rs: usize,
+    cs: usize,
+}
+
+/// `t` (3-d, non-negative strides), transposed per item when `transpose`.
+fn operand(t: &FlexTensor, transpose: bool) -> Operand<'_> {
+    let layout = t.layout();
+    let (shape, strides) = (layout.shape(), layout.strides());
+    let (mut rows, mut cols) = (shape[1], shape[2]);
+    let (mut rs, mut cs) = (strides[1] as usize, strides[2] as usize);
+    if transpose {
+        (rows, cols, rs, cs) = (cols, rows, cs, rs);
+    }
+    Operand {
+        data: &t.storage::<f32>()[layout.start_offset()..],
+        batch: shape[0],
+        rows,
+        cols,
+        bs: strides[0] as usize,
+        rs,
+        cs,
+    }
+}
+
+/// `t` with non-negative strides (copied only when it has a negative one).
+fn positive(t: &FlexTensor) -> FlexTensor {
+    if t.layout().has_positive_strides() {
+        t.clone()
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// `op(a) · op(b)` per batch item, `op` transposing when its flag is set.
+fn product(a: &FlexTensor, ta: bool, b: &FlexTensor, tb: bool) -> FlexTensor {
+    let (a, b) = (positive(a), positive(b));
+    let (a, b) = (operand(&a, ta), operand(&b, tb));
+    let (batch, m, k, n) = (a.batch, a.rows, a.cols, b.cols);
+    assert!(b.batch == batch && b.rows == k, "bmm: shapes");
+    if m * n == 0 || k == 0 {
+        return flex::tensor(vec![0.0; batch * m * n], [batch, m, n]);
+    }
+    // SAFETY: the operands address only their tensors' elements (layouts with non-negative
+    // strides); `out` is item i's `m·n` slots, which gemm writes without reading (`read_dst`
+    // false).
+    let item = |i: usize, out: *mut f32, parallelism| unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out,
+            1,
+            n as isize,
+            false,
+            a.data.as_ptr().add(i * a.bs),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr().add(i * b.bs),
+            b.cs as isize,
+            b.rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    };
+    let mut c = Vec::<f32>::with_capacity(batch * m * n);
+    if batch >= 4 * rayon::current_num_threads() {
+        c.spare_capacity_mut()[..batch * m * n]
+            .par_chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(i, out)| item(i, out.as_mut_ptr().cast(), gemm::Parallelism::None));
+    } else {
+        let parallelism = if m * n * k >= 192 * 192 * 192 {
+            gemm::Parallelism::Rayon(0)
+        } else {
+            gemm::Parallelism::None
+        };
+        for i in 0..batch {
+            // SAFETY: within the capacity reserved above.
+            item(i, unsafe { c.as_mut_ptr().add(i * m * n) }, parallelism);
+        }
+    }
+    // SAFETY: every item wrote its `m·n` outputs.
+    unsafe { c.set_len(batch * m * n) };
+    flex::tensor(c, [batch, m, n])
+}
+
+impl BatchedMatmul for Flex {
+    fn batched_matmul(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
+        product(&lhs, false, &rhs, false)
+    }
+}
+
+/// The backward keeps both operands, as burn's matmul does.
+#[derive(Debug)]
+struct BmmBackward;
+
+impl Backward<Flex, 2> for BmmBackward {
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(
+        self,
+        ops: Ops<(FlexTensor, FlexTensor), 2>,
+        grads: &mut Gradients,
+        _: &mut Checkpointer,
+    ) {
+        let [node_a, node_b] = ops.parents;
+        let dc = grads.consume::<Flex>(&ops.node);
+        let (a, b) = ops.state;
+        if let Some(node) = node_a {
+            grads.register::<Flex>(node.id, product(&dc, false, &b, true));
+        }
+        if let Some(node) = node_b {
+            grads.register::<Flex>(node.id, product(&a, true, &dc, false));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> BatchedMatmul for Autodiff<Flex, C> {
+    fn batched_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        let nodes = [lhs.node(), rhs.node()];
+        let (a, b) = (lhs.into_primitive(), rhs.into_primitive());
+        let out = product(&a, false, &b, false);
+        match BmmBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((a, b), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution};
+
+    #[test]
+    fn is_burns_matmul_bit_for_bit_forward_and_backward() {
+        let dev = Device::flex().autodiff();
+        // AVCA's shapes in small: scores Q·Kᵀ (a transposed operand) and scores·V, many items
+        // (one task each) and few (one threaded product each).
+        for batch in [40, 2] {
+            let normal = |s: [usize; 3]| {
+                Tensor::<3>::random(s, Distribution::Normal(0.0, 1.0), &dev).require_grad()
+            };
+            let (q, k, v) = (
+                normal([batch, 49, 16]),
+                normal([batch, 49, 16]),
+                normal([batch, 49, 24]),
+            );
+            let r = Tensor::<3>::random([batch, 49, 24], Distribution::Normal(0.0, 1.0), &dev);
+            let ours = bmm(bmm(q.clone(), k.clone().swap_dims(1, 2)), v.clone());
+            let theirs = q
+                .clone()
+                .matmul(k.clone().swap_dims(1, 2))
+                .matmul(v.clone());
+            assert_eq!(crate::to_vec(ours.clone()), crate::to_vec(theirs.clone()));
+            let g1 = (ours * r.clone()).sum().backward();
+            let g2 = (theirs * r).sum().backward();
+            for t in [&q, &k, &v] {
+                let (x, y) = (t.grad(&g1).unwrap(), t.grad(&g2).unwrap());
+                assert_eq!(crate::to_vec(x), crate::to_vec(y), "batch {batch}");
+            }
+        }
+    }
+
+    #[test]
+    fn evaluation_and_empty_products() {
+        let dev = Device::flex();
+        let a = Tensor::<3>::random([3, 5, 0], Distribution::Normal(0.0, 1.0), &dev);
+        let b = Tensor::<3>::random([3, 0, 4], Distribution::Normal(0.0, 1.0), &dev);
+        assert_eq!(crate::to_vec(bmm(a, b)), vec![0.0; 60]);
+        let a = Tensor::<3>::random([3, 5, 7], Distribution::Normal(0.0, 1.0), &dev);
+        let b = Tensor::<3>::random([3, 7, 4], Distribution::Normal(0.0, 1.0), &dev);
+        assert_eq!(
+            crate::to_vec(bmm(a.clone(), b.clone())),
+            crate::to_vec(a.matmul(b))
+        );
+    }
+}
