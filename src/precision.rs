@@ -97,11 +97,7 @@ pub fn linear_parts(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) ->
     if !crate::device::is_flex(&x.device()) {
         return burn::tensor::module::linear(x, weight, bias);
     }
-    let y = matmul(x, weight, current());
-    match bias {
-        Some(b) => y + b.unsqueeze_dim(0),
-        None => y,
-    }
+    matmul::linear(x, weight, bias, current())
 }
 
 /// `l.forward(x)` for `x [rows, d_in]`, in this thread's precision.

@@ -181,12 +181,13 @@ mod simd {
     }
 }
 
-/// `A·B` (`[m, k] × [k, n]` → row-major `[m, n]`). Panics where [`available`] is false.
-pub fn matmul(a: View, b: View) -> Vec<f32> {
+/// `A·B` (`[m, k] × [k, n]` → row-major `[m, n]`), plus `bias [n]` on every row when given.
+/// Panics where [`available`] is false.
+pub fn matmul(a: View, b: View, bias: Option<&[f32]>) -> Vec<f32> {
     assert_eq!(a.cols, b.rows, "bf16 matmul: inner dimensions");
     assert!(available(), "bf16 matmul: this CPU has no AVX512-BF16");
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    let mut c = vec![0f32; m * n];
+    let mut c = rows_of(m, n, bias);
     if m == 0 || n == 0 {
         return c;
     }
@@ -216,6 +217,26 @@ pub fn matmul(a: View, b: View) -> Vec<f32> {
             });
         }
     }
+    c
+}
+
+/// `m` rows of `bias` (zeros without one), written by the threads: the kernels add into it.
+pub fn rows_of(m: usize, n: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    let mut c = Vec::<f32>::with_capacity(m * n);
+    if n > 0 {
+        c.spare_capacity_mut()[..m * n]
+            .par_chunks_mut(n)
+            .for_each(|row| match bias {
+                Some(b) => row.iter_mut().zip(b).for_each(|(r, &b)| {
+                    r.write(b);
+                }),
+                None => row.iter_mut().for_each(|r| {
+                    r.write(0.0);
+                }),
+            });
+    }
+    // SAFETY: every one of the `m·n` slots was written above.
+    unsafe { c.set_len(m * n) };
     c
 }
 
@@ -469,7 +490,7 @@ mod tests {
                 (sparse(&a2, m, k), sparse(&b2, k, n)),
             ];
             for (va, vb) in views {
-                let got = matmul(va, vb);
+                let got = matmul(va, vb, None);
                 for (g, w) in got.iter().zip(&want) {
                     // f32 sums of k products of size ≤ 1: error ≤ k·2⁻²⁴·Σ|terms| ≈ 1e-4 at k 517.
                     assert!((*g as f64 - w).abs() < 2e-4, "{m}×{k}×{n}: {g} vs {w}");
@@ -486,8 +507,12 @@ mod tests {
         // The kernel must round: a product of values that bf16 cannot hold is not the f32 one.
         let a = [1.0 + 1.0 / 1024.0];
         let b = [3.0];
-        let c = matmul(View::row_major(&a, 1, 1), View::row_major(&b, 1, 1));
-        assert_eq!(c, vec![3.0]);
+        let c = matmul(
+            View::row_major(&a, 1, 1),
+            View::row_major(&b, 1, 1),
+            Some(&[0.5]),
+        );
+        assert_eq!(c, vec![3.5]);
     }
 
     fn transpose(x: &[f32], r: usize, c: usize) -> Vec<f32> {

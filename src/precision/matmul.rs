@@ -1,7 +1,8 @@
-//! The linear layers' product on the CPU device, f32 or bf16, with its backward: a backend
-//! extension for `Flex` and `Autodiff<Flex>` (as `model/dropout.rs`). The backward's two
-//! products (`dA = dC·Bᵀ`, `dB = Aᵀ·dC`) are in the same precision, read through transposed
-//! views (no copy).
+//! The linear layers on the CPU device, `x·W + b` in f32 or bf16, with their backward: a
+//! backend extension for `Flex` and `Autodiff<Flex>` (as `model/dropout.rs`). The bias is the
+//! product's starting value (burn adds it in a single-threaded pass over the output, and sums
+//! its gradient in another); the backward's two products (`dx = dy·Wᵀ`, `dW = xᵀ·dy`) are in
+//! the same precision, read through transposed views (no copy).
 //!
 //! f32 calls the gemm crate as burn-flex does (same kernels, same numbers), but writes into a
 //! fresh `Vec<f32>`: burn-flex 0.22.1 allocates a product's output as zeroed bytes and then
@@ -18,27 +19,40 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Dispatch, Flex, backend_extension};
 use burn::tensor::Tensor;
 use burn_flex::FlexTensor;
+use rayon::prelude::*;
 
 use super::Precision;
 use super::gemm_bf16::{self, View};
 use crate::flex;
 
 #[backend_extension(Flex, Autodiff)]
-pub trait LinearMatmul: burn::backend::Backend {
-    /// `lhs [m, k] · rhs [k, n]`, f32 sums; bf16 operands when `bf16`.
-    fn linear_matmul(
-        lhs: FloatTensor<Self>,
-        rhs: FloatTensor<Self>,
+pub trait LinearFlex: burn::backend::Backend {
+    /// `x [m, k] · w [k, n] + b [n]` (on every row), f32 sums; bf16 operands when `bf16`.
+    fn linear_flex(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
         bf16: bool,
     ) -> FloatTensor<Self>;
 }
 
-/// `a [m, k] · b [k, n]` (2-d tensors on the CPU device, any strides) in `precision`;
-/// differentiable.
-pub fn matmul(a: Tensor<2>, b: Tensor<2>, precision: Precision) -> Tensor<2> {
+/// `x [m, k] · w [k, n] + b` (2-d tensors on the CPU device, any strides; no bias: zeros) in
+/// `precision`; differentiable.
+pub fn linear(x: Tensor<2>, w: Tensor<2>, b: Option<Tensor<1>>, precision: Precision) -> Tensor<2> {
+    let b = b.unwrap_or_else(|| Tensor::zeros([w.dims()[1]], &w.device()));
     let bf16 = precision == Precision::Bf16;
-    let c = <Dispatch as LinearMatmul>::linear_matmul(a.into_dispatch(), b.into_dispatch(), bf16);
-    Tensor::from_dispatch(c)
+    let y = <Dispatch as LinearFlex>::linear_flex(
+        x.into_dispatch(),
+        w.into_dispatch(),
+        b.into_dispatch(),
+        bf16,
+    );
+    Tensor::from_dispatch(y)
+}
+
+/// `a [m, k] · b [k, n]` in `precision` ([`linear`] without a bias).
+pub fn matmul(a: Tensor<2>, b: Tensor<2>, precision: Precision) -> Tensor<2> {
+    linear(a, b, None, precision)
 }
 
 /// `t` with non-negative strides (copied to contiguous only when it has negative ones).
@@ -53,7 +67,7 @@ fn positive(t: &FlexTensor) -> FlexTensor {
 /// The strided view of a 2-d tensor that [`positive`] returned.
 fn view(t: &FlexTensor) -> View<'_> {
     let layout = t.layout();
-    let (rows, cols, rs, cs) = layout.as_2d_strides().expect("bf16 matmul: a 2-d tensor");
+    let (rows, cols, rs, cs) = layout.as_2d_strides().expect("linear: a 2-d tensor");
     View {
         data: &t.storage::<f32>()[layout.start_offset()..],
         rows,
@@ -63,38 +77,50 @@ fn view(t: &FlexTensor) -> View<'_> {
     }
 }
 
-/// `op(a) · op(b)` where `op` transposes when its flag is set.
-fn product(a: &FlexTensor, ta: bool, b: &FlexTensor, tb: bool, bf16: bool) -> FlexTensor {
+/// `op(a) · op(b) (+ bias on every row)` where `op` transposes when its flag is set.
+fn product(
+    (a, ta): (&FlexTensor, bool),
+    (b, tb): (&FlexTensor, bool),
+    bias: Option<&FlexTensor>,
+    bf16: bool,
+) -> FlexTensor {
     let (a, b) = (positive(a), positive(b));
     let (va, vb) = (view(&a), view(&b));
     let va = if ta { va.t() } else { va };
     let vb = if tb { vb.t() } else { vb };
     let (m, n) = (va.rows, vb.cols);
+    let bias = bias.map(|t| t.to_contiguous());
+    let bias = bias.as_ref().map(flex::values);
+    assert!(bias.is_none_or(|b| b.len() == n), "linear: bias width");
     let c = if bf16 {
-        gemm_bf16::matmul(va, vb)
+        gemm_bf16::matmul(va, vb, bias)
     } else {
-        gemm_f32(va, vb)
+        gemm_f32(va, vb, bias)
     };
     flex::tensor(c, [m, n])
 }
 
-/// `A·B` in f32 by the gemm crate, with burn-flex's parallelism rule (all threads from
-/// 192³ multiply-adds), into a fresh vector that the product fills.
-fn gemm_f32(a: View, b: View) -> Vec<f32> {
+/// `A·B (+ bias)` in f32 by the gemm crate, with burn-flex's parallelism rule (all threads from
+/// 192³ multiply-adds), into a fresh vector: without a bias the product fills it unread, with
+/// one it starts as the bias rows (`bias + A·B`, rounded once, as burn's `A·B + bias`).
+fn gemm_f32(a: View, b: View, bias: Option<&[f32]>) -> Vec<f32> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "matmul: inner dimensions");
     if m * n == 0 || k == 0 {
-        return vec![0.0; m * n];
+        return gemm_bf16::rows_of(m, n, bias);
     }
     let parallelism = if m * n * k >= 192 * 192 * 192 {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
     };
-    let mut c = Vec::<f32>::with_capacity(m * n);
+    let mut c = match bias {
+        Some(_) => gemm_bf16::rows_of(m, n, bias),
+        None => Vec::<f32>::with_capacity(m * n),
+    };
     // SAFETY: the views hold every element their strides address (checked by their
-    // construction from a tensor's layout); with `read_dst` false gemm writes all `m·n` outputs
-    // of `c` (row stride n) without reading them, so they are initialised before `set_len`.
+    // construction from a tensor's layout); `c` has room for the `m·n` outputs (row stride n),
+    // which gemm reads only with a bias (then they hold it) and writes all of before `set_len`.
     unsafe {
         gemm::gemm(
             m,
@@ -103,14 +129,14 @@ fn gemm_f32(a: View, b: View) -> Vec<f32> {
             c.as_mut_ptr(),
             1,
             n as isize,
-            false,
+            bias.is_some(),
             a.data.as_ptr(),
             a.cs as isize,
             a.rs as isize,
             b.data.as_ptr(),
             b.cs as isize,
             b.rs as isize,
-            0.0,
+            1.0,
             1.0,
             false,
             false,
@@ -122,52 +148,80 @@ fn gemm_f32(a: View, b: View) -> Vec<f32> {
     c
 }
 
-impl LinearMatmul for Flex {
-    fn linear_matmul(lhs: FlexTensor, rhs: FlexTensor, bf16: bool) -> FlexTensor {
-        product(&lhs, false, &rhs, false, bf16)
+/// Column sums of `dy [m, n]`: the bias gradient (f64 partial sums per task of rows).
+fn column_sums(dy: &FlexTensor) -> FlexTensor {
+    let dy = dy.to_contiguous();
+    let n = dy.layout().shape()[1];
+    let rows = flex::values(&dy);
+    let sums = rows
+        .par_chunks(n * 256)
+        .map(|chunk| {
+            let mut s = vec![0f64; n];
+            for row in chunk.chunks(n) {
+                s.iter_mut().zip(row).for_each(|(s, &x)| *s += x as f64);
+            }
+            s
+        })
+        .reduce(
+            || vec![0f64; n],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                a
+            },
+        );
+    flex::tensor(sums.into_iter().map(|s| s as f32).collect(), [n])
+}
+
+impl LinearFlex for Flex {
+    fn linear_flex(x: FlexTensor, w: FlexTensor, b: FlexTensor, bf16: bool) -> FlexTensor {
+        product((&x, false), (&w, false), Some(&b), bf16)
     }
 }
 
-/// The backward keeps both operands, as burn's own matmul does.
+/// The backward keeps `x` and `w`, as burn's matmul does.
 #[derive(Debug)]
-struct MatmulBackward;
+struct LinearBackward;
 
-impl Backward<Flex, 2> for MatmulBackward {
+impl Backward<Flex, 3> for LinearBackward {
     type State = (FlexTensor, FlexTensor, bool);
 
     fn backward(
         self,
-        ops: Ops<(FlexTensor, FlexTensor, bool), 2>,
+        ops: Ops<(FlexTensor, FlexTensor, bool), 3>,
         grads: &mut Gradients,
         _: &mut Checkpointer,
     ) {
-        let [node_a, node_b] = ops.parents;
-        let dc = grads.consume::<Flex>(&ops.node);
-        let (a, b, bf16) = ops.state;
-        if let Some(node) = node_a {
-            grads.register::<Flex>(node.id, product(&dc, false, &b, true, bf16));
+        let [node_x, node_w, node_b] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, w, bf16) = ops.state;
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, product((&dy, false), (&w, true), None, bf16));
+        }
+        if let Some(node) = node_w {
+            grads.register::<Flex>(node.id, product((&x, true), (&dy, false), None, bf16));
         }
         if let Some(node) = node_b {
-            grads.register::<Flex>(node.id, product(&a, true, &dc, false, bf16));
+            grads.register::<Flex>(node.id, column_sums(&dy));
         }
     }
 }
 
-impl<C: CheckpointStrategy> LinearMatmul for Autodiff<Flex, C> {
-    fn linear_matmul(
-        lhs: FloatTensor<Self>,
-        rhs: FloatTensor<Self>,
+impl<C: CheckpointStrategy> LinearFlex for Autodiff<Flex, C> {
+    fn linear_flex(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
         bf16: bool,
     ) -> FloatTensor<Self> {
-        let nodes = [lhs.node(), rhs.node()];
-        let (a, b) = (lhs.into_primitive(), rhs.into_primitive());
-        let out = product(&a, false, &b, false, bf16);
-        match MatmulBackward
+        let nodes = [x.node(), w.node(), b.node()];
+        let (x, w, b) = (x.into_primitive(), w.into_primitive(), b.into_primitive());
+        let out = product((&x, false), (&w, false), Some(&b), bf16);
+        match LinearBackward
             .prepare::<C>(nodes)
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish((a, b, bf16), out),
+            OpsKind::Tracked(prep) => prep.finish((x, w, bf16), out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         }
     }
@@ -240,5 +294,30 @@ mod tests {
         for (x, y) in [(a.grad(&g1), a.grad(&g2)), (b.grad(&g1), b.grad(&g2))] {
             assert_eq!(crate::to_vec(x.unwrap()), crate::to_vec(y.unwrap()));
         }
+    }
+
+    #[test]
+    fn f32_linear_with_bias_is_burns_forward_bit_for_bit_and_its_bias_gradient_close() {
+        let dev = Device::flex().autodiff();
+        let x = Tensor::<2>::random([700, 96], Distribution::Normal(0.0, 1.0), &dev).require_grad();
+        let w = Tensor::<2>::random([96, 130], Distribution::Normal(0.0, 1.0), &dev).require_grad();
+        let b = Tensor::<1>::random([130], Distribution::Normal(0.0, 1.0), &dev).require_grad();
+        let r = Tensor::<2>::random([700, 130], Distribution::Normal(0.0, 1.0), &dev);
+        let ours = linear(x.clone(), w.clone(), Some(b.clone()), Precision::F32);
+        let theirs = burn::tensor::module::linear(x.clone(), w.clone(), Some(b.clone()));
+        assert_eq!(crate::to_vec(ours.clone()), crate::to_vec(theirs.clone()));
+        let g1 = (ours * r.clone()).sum().backward();
+        let g2 = (theirs * r).sum().backward();
+        for (p, q) in [(x.grad(&g1), x.grad(&g2)), (w.grad(&g1), w.grad(&g2))] {
+            assert_eq!(crate::to_vec(p.unwrap()), crate::to_vec(q.unwrap()));
+        }
+        // The bias gradient sums 700 rows: in f64 here, in f32 by burn.
+        let (db1, db2) = (b.grad(&g1).unwrap(), b.grad(&g2).unwrap());
+        let scale: f32 = db2.clone().abs().max().into_scalar();
+        let diff: f32 = (db1 - db2).abs().max().into_scalar();
+        assert!(
+            diff <= 1e-5 * scale.max(1.0),
+            "bias gradient differs by {diff}"
+        );
     }
 }
