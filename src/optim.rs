@@ -8,7 +8,10 @@ use burn::module::Param;
 use burn::tensor::{Gradients, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::device::is_flex;
 use crate::model::state::{HasState, Layout, Prefix, StateVisitor, map_params};
+
+mod adam_flex;
 
 /// Gradients of a module's parameters, by state-dict key, flattened, in burn's layout.
 /// Parameters that received no gradient are absent (PyTorch's `grad is None`).
@@ -142,12 +145,29 @@ impl Adam {
                     exp_avg_sq: grad.zeros_like(),
                 });
             st.step += 1;
+            let bias1 = 1.0 - c.beta1.powi(st.step as i32);
+            let bias2 = 1.0 - c.beta2.powi(st.step as i32);
+            let wd = decay(key);
+            if is_flex(&value.device()) {
+                let s = adam_flex::AdamScalars {
+                    beta1: c.beta1 as f32,
+                    one_minus_beta1: (1.0 - c.beta1) as f32,
+                    beta2: c.beta2 as f32,
+                    one_minus_beta2: (1.0 - c.beta2) as f32,
+                    sqrt_bias2: bias2.sqrt() as f32,
+                    eps: c.eps as f32,
+                    step_size: (lr / bias1) as f32,
+                    decay: (lr * wd) as f32,
+                };
+                let (m, v) = (st.exp_avg.clone(), st.exp_avg_sq.clone());
+                let (p, m, v) = adam_flex::adam_update(value, grad.clone(), m, v, s);
+                (st.exp_avg, st.exp_avg_sq) = (m, v);
+                return p;
+            }
             st.exp_avg =
                 st.exp_avg.clone().mul_scalar(c.beta1) + grad.clone().mul_scalar(1.0 - c.beta1);
             st.exp_avg_sq = st.exp_avg_sq.clone().mul_scalar(c.beta2)
                 + grad.clone().square().mul_scalar(1.0 - c.beta2);
-            let bias1 = 1.0 - c.beta1.powi(st.step as i32);
-            let bias2 = 1.0 - c.beta2.powi(st.step as i32);
             let denom = st
                 .exp_avg_sq
                 .clone()
@@ -155,29 +175,29 @@ impl Adam {
                 .div_scalar(bias2.sqrt())
                 .add_scalar(c.eps);
             let step = (st.exp_avg.clone() / denom).mul_scalar(lr / bias1);
-            let wd = decay(key);
-            if wd == 0.0 {
+            let step = if wd == 0.0 {
                 step
             } else {
-                step + value.mul_scalar(lr * wd)
-            }
+                step + value.clone().mul_scalar(lr * wd)
+            };
+            value - step
         });
     }
 }
 
-/// Subtracts `delta(key, value, grad)` (flat, burn's layout) from every parameter of `module`
-/// that has a gradient in `grads` ([`map_params`]: same id, same autodiff tracking). The one
-/// place both optimizers write parameters.
+/// Replaces every parameter of `module` that has a gradient in `grads` by
+/// `new(key, value, grad)` (flat, burn's layout; [`map_params`]: same id, same autodiff
+/// tracking). The one place both optimizers write parameters.
 fn update_each<M: HasState>(
     module: &mut M,
     grads: &KeyedGrads,
-    mut delta: impl FnMut(&str, Tensor<1>, &Tensor<1>) -> Tensor<1>,
+    mut new: impl FnMut(&str, Tensor<1>, &Tensor<1>) -> Tensor<1>,
 ) {
     let grads: HashMap<&str, &Tensor<1>> =
         grads.grads.iter().map(|(k, g)| (k.as_str(), g)).collect();
     map_params(module, |key, value| {
         let grad = grads.get(key)?;
-        Some(value.clone() - delta(key, value, grad))
+        Some(new(key, value, grad))
     });
 }
 
@@ -221,7 +241,7 @@ impl Sgd {
     pub fn step<M: HasState>(&mut self, module: &mut M, grads: &KeyedGrads, lr: f64) {
         let c = self.config.clone();
         update_each(module, grads, |key, value, grad| {
-            let d = grad.clone() + value.mul_scalar(c.weight_decay);
+            let d = grad.clone() + value.clone().mul_scalar(c.weight_decay);
             let buf = match self.momentum.remove(key) {
                 Some(buf) if c.momentum != 0.0 => buf.mul_scalar(c.momentum) + d,
                 _ => d,
@@ -229,7 +249,7 @@ impl Sgd {
             if c.momentum != 0.0 {
                 self.momentum.insert(key.to_string(), buf.clone());
             }
-            buf.mul_scalar(lr)
+            value - buf.mul_scalar(lr)
         });
     }
 }
