@@ -95,7 +95,7 @@ impl FusedAdam for Flex {
                     let denom = v.sqrt() / s.sqrt_bias2 + s.eps;
                     let mut step = m / denom * s.step_size;
                     if s.decay != 0.0 {
-                        step = step + p * s.decay;
+                        step += p * s.decay;
                     }
                     (np[i], nm[i], nv[i]) = (p - step, m, v);
                 }
