@@ -33,8 +33,8 @@ pub struct CheckpointArg {
 #[derive(clap::Args)]
 pub struct PrecisionArg {
     /// `f32` (the default and the parity standard) or `bf16`: the large multiplies with bf16
-    /// operands and f32 sums (CPU with AVX512-BF16; README, "bf16").
-    #[arg(long = "precision")]
+    /// operands and f32 sums (CPU with AVX512-BF16; README, "bf16 on the CPU").
+    #[arg(long = "precision", value_name = "f32|bf16")]
     pub value: Option<cace_net::precision::Precision>,
 }
 
