@@ -30,14 +30,15 @@ pub struct AdamScalars {
 
 #[backend_extension(Flex)]
 pub trait FusedAdam: burn::backend::Backend {
-    /// `[p', m', v']` stacked `[3, n]` from `p`, `g`, `m`, `v` `[n]`.
+    /// `(p', m', v')` from `p`, `g`, `m`, `v` `[n]`.
+    #[allow(clippy::type_complexity)]
     fn adam_update(
         p: FloatTensor<Self>,
         g: FloatTensor<Self>,
         m: FloatTensor<Self>,
         v: FloatTensor<Self>,
         s: AdamScalars,
-    ) -> FloatTensor<Self>;
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// `(p', m', v')` for flat `p`, `g`, `m`, `v` on the CPU device.
@@ -48,19 +49,17 @@ pub fn adam_update(
     v: Tensor<1>,
     s: AdamScalars,
 ) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
-    let n = p.dims()[0];
-    let out = <Dispatch as FusedAdam>::adam_update(
+    let (p, m, v) = <Dispatch as FusedAdam>::adam_update(
         p.into_dispatch(),
         g.into_dispatch(),
         m.into_dispatch(),
         v.into_dispatch(),
         s,
     );
-    let out = Tensor::<1>::from_dispatch(out);
     (
-        out.clone().slice(0..n),
-        out.clone().slice(n..2 * n),
-        out.slice(2 * n..3 * n),
+        Tensor::from_dispatch(p),
+        Tensor::from_dispatch(m),
+        Tensor::from_dispatch(v),
     )
 }
 
@@ -74,13 +73,11 @@ impl FusedAdam for Flex {
         m: FlexTensor,
         v: FlexTensor,
         s: AdamScalars,
-    ) -> FlexTensor {
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let [p, g, m, v] = [p, g, m, v].map(|t| t.to_contiguous());
         let [p, g, m, v] = [&p, &g, &m, &v].map(flex::values);
         let n = p.len();
-        let mut out = vec![0f32; 3 * n];
-        let (new_p, rest) = out.split_at_mut(n);
-        let (new_m, new_v) = rest.split_at_mut(n);
+        let (mut new_p, mut new_m, mut new_v) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
         new_p
             .par_chunks_mut(CHUNK)
             .zip(new_m.par_chunks_mut(CHUNK))
@@ -100,7 +97,8 @@ impl FusedAdam for Flex {
                     (np[i], nm[i], nv[i]) = (p - step, m, v);
                 }
             });
-        flex::tensor(out, [3 * n])
+        let t = |x| flex::tensor(x, [n]);
+        (t(new_p), t(new_m), t(new_v))
     }
 }
 
