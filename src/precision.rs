@@ -2,10 +2,9 @@
 //!
 //! In bf16 the linear layers that carry the model's work (those run on `[rows, C]`:
 //! [`crate::model::nn::flat`], [`crate::model::nn::fused_linear`]) multiply bf16-rounded operands
-//! and sum in f32, forward and backward ([`matmul`], which also runs them in f32 on the CPU);
-//! everything else — master weights, optimiser
-//! state, activations, normalisation, softmax, losses — stays f32. f32 is the default and the
-//! parity standard.
+//! and sum in f32, forward and backward ([`linear_parts`]; `precision/matmul.rs`, which runs them
+//! in f32 on the CPU too); everything else — master weights, optimiser state, activations,
+//! normalisation, softmax, losses — stays f32. f32 is the default and the parity standard.
 //!
 //! Like PyTorch's `autocast`, the choice is per thread: a command enters [`scope`] on the thread
 //! that runs the model, and concurrent tests on other threads are unaffected. bf16 runs on the

@@ -8,7 +8,7 @@
 //! fresh `Vec<f32>`: burn-flex 0.22.1 allocates a product's output as zeroed bytes and then
 //! copies them to a realigned buffer (`FlexTensor::empty` → `Bytes::from_bytes_vec`), two passes
 //! over the output on the calling thread while the other core waits — 64 MB each for AVCA's
-//! products at batch 64, 24 of them in a training step.
+//! products at batch 64, about twenty of them in a training step.
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
