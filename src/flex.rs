@@ -19,3 +19,18 @@ pub fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
 pub fn to_vec(t: &FlexTensor) -> Vec<f32> {
     values(&t.to_contiguous()).to_vec()
 }
+
+/// `n` zeros, written by the rayon threads: an output buffer for a kernel that then fills it
+/// in parallel. `vec![0f32; n]` has the allocator clear reused memory on the calling thread
+/// (mimalloc's `alloc_zeroed`), a single-threaded pass over 64 MB for an AVCA activation at
+/// batch 64.
+pub fn zeros(n: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut v = Vec::<f32>::with_capacity(n);
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(1 << 16)
+        .for_each(|c| c.fill(std::mem::MaybeUninit::new(0.0)));
+    // SAFETY: all `n` slots were written above.
+    unsafe { v.set_len(n) };
+    v
+}

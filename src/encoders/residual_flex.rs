@@ -42,7 +42,7 @@ const CHUNK: usize = 1 << 16;
 fn zip_map(x: &FlexTensor, y: &FlexTensor, f: impl Fn(f32, f32) -> f32 + Sync) -> FlexTensor {
     let (x, y) = (x.to_contiguous(), y.to_contiguous());
     let (xs, ys) = (flex::values(&x), flex::values(&y));
-    let mut out = vec![0f32; xs.len()];
+    let mut out = crate::flex::zeros(xs.len());
     out.par_chunks_mut(CHUNK).enumerate().for_each(|(k, o)| {
         let (xs, ys) = (&xs[k * CHUNK..][..o.len()], &ys[k * CHUNK..][..o.len()]);
         for ((o, &a), &b) in o.iter_mut().zip(xs).zip(ys) {

@@ -139,7 +139,7 @@ fn affine_rows(
     relu: bool,
 ) -> Vec<f32> {
     let c = a.len();
-    let mut out = vec![0f32; x.len()];
+    let mut out = crate::flex::zeros(x.len());
     out.par_chunks_mut(l.max(1))
         .enumerate()
         .for_each(|(row, o)| {

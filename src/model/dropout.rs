@@ -48,7 +48,7 @@ fn apply_mask(seed: u64, p: f64, x: &[f32]) -> Vec<f32> {
     let scale = (1.0 / (1.0 - p)) as f32;
     // An element is dropped when its 32-bit draw is below p·2³².
     let threshold = (p * 4_294_967_296.0).min(4_294_967_295.0) as u64;
-    let mut out = vec![0f32; x.len()];
+    let mut out = crate::flex::zeros(x.len());
     out.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .enumerate()

@@ -63,7 +63,7 @@ fn passes(x: f32, relu: bool) -> bool {
 
 fn forward(a: &[f32], b: &[f32], c: usize, relu: bool) -> Vec<f32> {
     let cells = a.len() / b.len().max(1);
-    let mut y = vec![0f32; a.len()];
+    let mut y = flex::zeros(a.len());
     y.par_chunks_mut(cells * c)
         .zip(a.par_chunks(cells * c))
         .zip(b.par_chunks(c))
@@ -80,7 +80,7 @@ fn forward(a: &[f32], b: &[f32], c: usize, relu: bool) -> Vec<f32> {
 /// `da = dy·f(b)·f'(a)`, `db = f'(b)·Σ_cells dy·f(a)`.
 fn backward(a: &[f32], b: &[f32], dy: &[f32], c: usize, relu: bool) -> (Vec<f32>, Vec<f32>) {
     let cells = a.len() / b.len().max(1);
-    let (mut da, mut db) = (vec![0f32; a.len()], vec![0f32; b.len()]);
+    let (mut da, mut db) = (flex::zeros(a.len()), vec![0f32; b.len()]);
     da.par_chunks_mut(cells * c)
         .zip(db.par_chunks_mut(c))
         .zip(a.par_chunks(cells * c))

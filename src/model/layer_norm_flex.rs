@@ -70,7 +70,7 @@ fn row_stats(row: &[f32], eps: f64) -> (f32, f32) {
 
 fn forward(x: &[f32], gamma: &[f32], beta: &[f32], eps: f64) -> Vec<f32> {
     let d = gamma.len();
-    let mut y = vec![0f32; x.len()];
+    let mut y = flex::zeros(x.len());
     y.par_chunks_mut(d * ROWS_PER_TASK)
         .zip(x.par_chunks(d * ROWS_PER_TASK))
         .for_each(|(ys, xs)| {
@@ -88,7 +88,7 @@ fn forward(x: &[f32], gamma: &[f32], beta: &[f32], eps: f64) -> Vec<f32> {
 /// dγ = Σ_rows dy·x̂, dβ = Σ_rows dy (partial sums per task, added in f64).
 fn backward(x: &[f32], dy: &[f32], gamma: &[f32], eps: f64) -> [Vec<f32>; 3] {
     let d = gamma.len();
-    let mut dx = vec![0f32; x.len()];
+    let mut dx = flex::zeros(x.len());
     let partials: Vec<(Vec<f64>, Vec<f64>)> = dx
         .par_chunks_mut(d * ROWS_PER_TASK)
         .zip(x.par_chunks(d * ROWS_PER_TASK))

@@ -77,7 +77,7 @@ impl FusedAdam for Flex {
         let [p, g, m, v] = [p, g, m, v].map(|t| t.to_contiguous());
         let [p, g, m, v] = [&p, &g, &m, &v].map(flex::values);
         let n = p.len();
-        let (mut new_p, mut new_m, mut new_v) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        let (mut new_p, mut new_m, mut new_v) = (flex::zeros(n), flex::zeros(n), flex::zeros(n));
         new_p
             .par_chunks_mut(CHUNK)
             .zip(new_m.par_chunks_mut(CHUNK))
