@@ -1,5 +1,6 @@
 //! Reading and making burn-flex tensors, for our own CPU kernels (`model/batch_norm_flex.rs`,
-//! `encoders/conv2d_flex.rs`, `encoders/residual_flex.rs`).
+//! `encoders/conv2d_flex.rs`, `encoders/residual_flex.rs`, the products in `precision/` and
+//! `model/bmm_flex.rs`, ...).
 
 use burn::tensor::{Shape, TensorData};
 use burn_flex::FlexTensor;
@@ -33,4 +34,37 @@ pub fn zeros(n: usize) -> Vec<f32> {
     // SAFETY: all `n` slots were written above.
     unsafe { v.set_len(n) };
     v
+}
+
+/// `m` rows of `bias` (zeros without one), written by the rayon threads: the starting value of
+/// a product that adds into it.
+pub fn rows(m: usize, n: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    use rayon::prelude::*;
+    let Some(bias) = bias else {
+        return zeros(m * n);
+    };
+    assert_eq!(bias.len(), n, "bias width");
+    let mut v = Vec::<f32>::with_capacity(m * n);
+    if n > 0 {
+        v.spare_capacity_mut()[..m * n]
+            .par_chunks_mut(n)
+            .for_each(|row| {
+                row.iter_mut().zip(bias).for_each(|(r, &b)| {
+                    r.write(b);
+                })
+            });
+    }
+    // SAFETY: all `m·n` slots were written above.
+    unsafe { v.set_len(m * n) };
+    v
+}
+
+/// `t` with non-negative strides, so that it can be read through a strided view (copied to
+/// contiguous only when a stride is negative).
+pub fn non_negative_strides(t: &FlexTensor) -> FlexTensor {
+    if t.layout().has_positive_strides() {
+        t.clone()
+    } else {
+        t.to_contiguous()
+    }
 }

@@ -29,6 +29,7 @@ pub mod plot;
 pub mod precision;
 pub mod profile;
 pub mod resident;
+pub mod strided;
 pub mod train;
 
 pub use heap::init_runtime;

@@ -20,8 +20,6 @@ use anyhow::{Result, bail};
 use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
 
-pub use matmul::matmul;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {

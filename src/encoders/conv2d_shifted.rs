@@ -20,6 +20,8 @@ use core::ops::Range;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use crate::strided::{Mat, View, gemm_into};
+
 /// A stride-1 convolution: input `[C, H, W]` per image, `O` filters of `k×k`, zero padding `p`.
 #[derive(Debug, Clone, Copy)]
 pub struct Shifted {
@@ -212,85 +214,5 @@ fn inner_parallelism(tasks: usize) -> Parallelism {
         Parallelism::None
     } else {
         Parallelism::Rayon(0)
-    }
-}
-
-/// A read-only strided matrix view: element `(r, c)` at `data[r·rs + c·cs]`.
-struct View<'a> {
-    data: &'a [f32],
-    rs: usize,
-    cs: usize,
-}
-
-impl<'a> View<'a> {
-    fn new(data: &'a [f32], rs: usize, cs: usize) -> Self {
-        View { data, rs, cs }
-    }
-}
-
-/// A writable strided matrix view.
-struct Mat<'a> {
-    data: &'a mut [f32],
-    rs: usize,
-    cs: usize,
-}
-
-impl<'a> Mat<'a> {
-    fn new(data: &'a mut [f32], rs: usize, cs: usize) -> Self {
-        Mat { data, rs, cs }
-    }
-}
-
-/// Whether an `rows × cols` matrix with strides `rs`, `cs` lies inside `len` values.
-fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
-    rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < len
-}
-
-/// `dst [m, n] (+)= lhs [m, k] × rhs [k, n]` (added to `dst` when `accumulate`), through
-/// `gemm` after checking every view lies inside its slice.
-fn gemm_into(
-    dst: Mat,
-    lhs: View,
-    rhs: View,
-    [m, n, k]: [usize; 3],
-    accumulate: bool,
-    par: Parallelism,
-) {
-    assert!(
-        fits(dst.data.len(), m, n, dst.rs, dst.cs),
-        "gemm: destination out of bounds"
-    );
-    assert!(
-        fits(lhs.data.len(), m, k, lhs.rs, lhs.cs),
-        "gemm: left operand out of bounds"
-    );
-    assert!(
-        fits(rhs.data.len(), k, n, rhs.rs, rhs.cs),
-        "gemm: right operand out of bounds"
-    );
-    // SAFETY: the three views were just checked to lie inside their slices; `dst` is borrowed
-    // mutably, so it aliases neither operand.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.data.as_mut_ptr(),
-            dst.cs as isize,
-            dst.rs as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
     }
 }

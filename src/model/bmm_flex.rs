@@ -6,7 +6,8 @@
 //! single-threaded passes over outputs of 64 MB (`softmax(QKᵀ)·V` at batch 64, and the
 //! gradients of V and of the pooled maps). Here the batch items are rayon tasks, each one call
 //! of the gemm crate — the one burn-flex calls, so the values are the same bit for bit — into a
-//! fresh buffer. Other devices, and batches that differ, keep burn's `matmul` ([`bmm`]).
+//! fresh buffer ([`crate::strided::products`]). Other devices, and batches that differ, keep
+//! burn's `matmul` ([`bmm`]).
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -17,10 +18,9 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Dispatch, Flex, backend_extension};
 use burn::tensor::Tensor;
 use burn_flex::FlexTensor;
-use rayon::prelude::*;
 
 use crate::device::is_flex;
-use crate::flex;
+use crate::{flex, strided};
 
 #[backend_extension(Flex, Autodiff)]
 pub trait BatchedMatmul: burn::backend::Backend {
@@ -48,6 +48,13 @@ struct Operand<'a> {
     cs: usize,
 }
 
+impl Operand<'_> {
+    /// Item `i` as a strided matrix.
+    fn item(&self, i: usize) -> strided::View<'_> {
+        strided::View::new(&self.data[i * self.bs..], self.rs, self.cs)
+    }
+}
+
 /// `t` (3-d, non-negative strides), transposed per item when `transpose`.
 fn operand(t: &FlexTensor, transpose: bool) -> Operand<'_> {
     let layout = t.layout();
@@ -68,69 +75,18 @@ fn operand(t: &FlexTensor, transpose: bool) -> Operand<'_> {
     }
 }
 
-/// `t` with non-negative strides (copied only when it has a negative one).
-fn positive(t: &FlexTensor) -> FlexTensor {
-    if t.layout().has_positive_strides() {
-        t.clone()
-    } else {
-        t.to_contiguous()
-    }
-}
-
 /// `op(a) · op(b)` per batch item, `op` transposing when its flag is set.
 fn product(a: &FlexTensor, ta: bool, b: &FlexTensor, tb: bool) -> FlexTensor {
-    let (a, b) = (positive(a), positive(b));
+    let (a, b) = (flex::non_negative_strides(a), flex::non_negative_strides(b));
     let (a, b) = (operand(&a, ta), operand(&b, tb));
     let (batch, m, k, n) = (a.batch, a.rows, a.cols, b.cols);
     assert!(b.batch == batch && b.rows == k, "bmm: shapes");
-    if m * n == 0 || k == 0 {
-        return flex::tensor(vec![0.0; batch * m * n], [batch, m, n]);
-    }
-    // SAFETY: the operands address only their tensors' elements (layouts with non-negative
-    // strides); `out` is item i's `m·n` slots, which gemm writes without reading (`read_dst`
-    // false).
-    let item = |i: usize, out: *mut f32, parallelism| unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out,
-            1,
-            n as isize,
-            false,
-            a.data.as_ptr().add(i * a.bs),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr().add(i * b.bs),
-            b.cs as isize,
-            b.rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        )
-    };
-    let mut c = Vec::<f32>::with_capacity(batch * m * n);
-    if batch >= 4 * rayon::current_num_threads() {
-        c.spare_capacity_mut()[..batch * m * n]
-            .par_chunks_mut(m * n)
-            .enumerate()
-            .for_each(|(i, out)| item(i, out.as_mut_ptr().cast(), gemm::Parallelism::None));
+    let par = if m * n * k >= 192 * 192 * 192 {
+        gemm::Parallelism::Rayon(0)
     } else {
-        let parallelism = if m * n * k >= 192 * 192 * 192 {
-            gemm::Parallelism::Rayon(0)
-        } else {
-            gemm::Parallelism::None
-        };
-        for i in 0..batch {
-            // SAFETY: within the capacity reserved above.
-            item(i, unsafe { c.as_mut_ptr().add(i * m * n) }, parallelism);
-        }
-    }
-    // SAFETY: every item wrote its `m·n` outputs.
-    unsafe { c.set_len(batch * m * n) };
+        gemm::Parallelism::None
+    };
+    let c = strided::products(batch, [m, n, k], |i| (a.item(i), b.item(i)), par);
     flex::tensor(c, [batch, m, n])
 }
 

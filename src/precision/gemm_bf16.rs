@@ -187,7 +187,7 @@ pub fn matmul(a: View, b: View, bias: Option<&[f32]>) -> Vec<f32> {
     assert_eq!(a.cols, b.rows, "bf16 matmul: inner dimensions");
     assert!(available(), "bf16 matmul: this CPU has no AVX512-BF16");
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    let mut c = rows_of(m, n, bias);
+    let mut c = crate::flex::rows(m, n, bias);
     if m == 0 || n == 0 {
         return c;
     }
@@ -217,26 +217,6 @@ pub fn matmul(a: View, b: View, bias: Option<&[f32]>) -> Vec<f32> {
             });
         }
     }
-    c
-}
-
-/// `m` rows of `bias` (zeros without one), written by the threads: the kernels add into it.
-pub fn rows_of(m: usize, n: usize, bias: Option<&[f32]>) -> Vec<f32> {
-    let mut c = Vec::<f32>::with_capacity(m * n);
-    if n > 0 {
-        c.spare_capacity_mut()[..m * n]
-            .par_chunks_mut(n)
-            .for_each(|row| match bias {
-                Some(b) => row.iter_mut().zip(b).for_each(|(r, &b)| {
-                    r.write(b);
-                }),
-                None => row.iter_mut().for_each(|r| {
-                    r.write(0.0);
-                }),
-            });
-    }
-    // SAFETY: every one of the `m·n` slots was written above.
-    unsafe { c.set_len(m * n) };
     c
 }
 

@@ -23,7 +23,7 @@ use rayon::prelude::*;
 
 use super::Precision;
 use super::gemm_bf16::{self, View};
-use crate::flex;
+use crate::{flex, strided};
 
 #[backend_extension(Flex, Autodiff)]
 pub trait LinearFlex: burn::backend::Backend {
@@ -50,21 +50,7 @@ pub fn linear(x: Tensor<2>, w: Tensor<2>, b: Option<Tensor<1>>, precision: Preci
     Tensor::from_dispatch(y)
 }
 
-/// `a [m, k] · b [k, n]` in `precision` ([`linear`] without a bias).
-pub fn matmul(a: Tensor<2>, b: Tensor<2>, precision: Precision) -> Tensor<2> {
-    linear(a, b, None, precision)
-}
-
-/// `t` with non-negative strides (copied to contiguous only when it has negative ones).
-fn positive(t: &FlexTensor) -> FlexTensor {
-    if t.layout().has_positive_strides() {
-        t.clone()
-    } else {
-        t.to_contiguous()
-    }
-}
-
-/// The strided view of a 2-d tensor that [`positive`] returned.
+/// The strided view of a 2-d tensor with non-negative strides.
 fn view(t: &FlexTensor) -> View<'_> {
     let layout = t.layout();
     let (rows, cols, rs, cs) = layout.as_2d_strides().expect("linear: a 2-d tensor");
@@ -84,14 +70,13 @@ fn product(
     bias: Option<&FlexTensor>,
     bf16: bool,
 ) -> FlexTensor {
-    let (a, b) = (positive(a), positive(b));
+    let (a, b) = (flex::non_negative_strides(a), flex::non_negative_strides(b));
     let (va, vb) = (view(&a), view(&b));
     let va = if ta { va.t() } else { va };
     let vb = if tb { vb.t() } else { vb };
     let (m, n) = (va.rows, vb.cols);
     let bias = bias.map(|t| t.to_contiguous());
     let bias = bias.as_ref().map(flex::values);
-    assert!(bias.is_none_or(|b| b.len() == n), "linear: bias width");
     let c = if bf16 {
         gemm_bf16::matmul(va, vb, bias)
     } else {
@@ -101,49 +86,33 @@ fn product(
 }
 
 /// `A·B (+ bias)` in f32 by the gemm crate, with burn-flex's parallelism rule (all threads from
-/// 192³ multiply-adds), into a fresh vector: without a bias the product fills it unread, with
-/// one it starts as the bias rows (`bias + A·B`, rounded once, as burn's `A·B + bias`).
+/// 192³ multiply-adds): with a bias the output starts as its rows (`bias + A·B`, rounded once,
+/// as burn's `A·B + bias`); without one the product fills a new vector unread.
 fn gemm_f32(a: View, b: View, bias: Option<&[f32]>) -> Vec<f32> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "matmul: inner dimensions");
-    if m * n == 0 || k == 0 {
-        return gemm_bf16::rows_of(m, n, bias);
-    }
-    let parallelism = if m * n * k >= 192 * 192 * 192 {
+    let par = if m * n * k >= 192 * 192 * 192 {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
     };
-    let mut c = match bias {
-        Some(_) => gemm_bf16::rows_of(m, n, bias),
-        None => Vec::<f32>::with_capacity(m * n),
+    let (sa, sb) = (
+        strided::View::new(a.data, a.rs, a.cs),
+        strided::View::new(b.data, b.rs, b.cs),
+    );
+    let Some(bias) = bias else {
+        return strided::products(1, [m, n, k], |_| (sa, sb), par);
     };
-    // SAFETY: the views hold every element their strides address (checked by their
-    // construction from a tensor's layout); `c` has room for the `m·n` outputs (row stride n),
-    // which gemm reads only with a bias (then they hold it) and writes all of before `set_len`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            bias.is_some(),
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
+    let mut c = flex::rows(m, n, Some(bias));
+    if m * n > 0 && k > 0 {
+        strided::gemm_into(
+            strided::Mat::new(&mut c, n, 1),
+            sa,
+            sb,
+            [m, n, k],
+            true,
+            par,
         );
-        c.set_len(m * n);
     }
     c
 }
@@ -261,7 +230,7 @@ mod tests {
         let r = Tensor::<2>::random([70, 33], Distribution::Normal(0.0, 1.0), &dev);
         let (a, b) = (a.require_grad(), b.detach().require_grad());
 
-        let c = matmul(a.clone(), b.clone(), Precision::Bf16);
+        let c = linear(a.clone(), b.clone(), None, Precision::Bf16);
         let grads = (c.clone() * r.clone()).sum().backward();
         let (ga, gb) = (a.grad(&grads).unwrap(), b.grad(&grads).unwrap());
 
@@ -286,7 +255,7 @@ mod tests {
             .detach()
             .require_grad();
         let r = Tensor::<2>::random([300, 200], Distribution::Normal(0.0, 1.0), &dev);
-        let ours = matmul(a.clone(), b.clone(), Precision::F32);
+        let ours = linear(a.clone(), b.clone(), None, Precision::F32);
         let theirs = a.clone().matmul(b.clone());
         assert_eq!(crate::to_vec(ours.clone()), crate::to_vec(theirs.clone()));
         let g1 = (ours * r.clone()).sum().backward();

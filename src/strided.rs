@@ -1,0 +1,159 @@
+//! f32 matrix products on strided views through the `gemm` crate (the multiply burn-flex itself
+//! calls), with every view checked to lie inside its slice: the one place the crate is called.
+//! Used by our CPU kernels (`encoders/conv2d_shifted.rs`, `precision/matmul.rs`,
+//! `model/bmm_flex.rs`); [`products`] writes new outputs without clearing them first.
+
+use std::mem::MaybeUninit;
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// A read-only strided matrix view: element `(r, c)` at `data[r·rs + c·cs]`.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    data: &'a [f32],
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> View<'a> {
+    pub fn new(data: &'a [f32], rs: usize, cs: usize) -> Self {
+        View { data, rs, cs }
+    }
+}
+
+/// A writable strided matrix view.
+pub struct Mat<'a> {
+    data: &'a mut [f32],
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    pub fn new(data: &'a mut [f32], rs: usize, cs: usize) -> Self {
+        Mat { data, rs, cs }
+    }
+}
+
+/// Whether an `rows × cols` matrix with strides `rs`, `cs` lies inside `len` values.
+fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
+    rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < len
+}
+
+fn check_operands(lhs: &View, rhs: &View, [m, n, k]: [usize; 3]) {
+    assert!(
+        fits(lhs.data.len(), m, k, lhs.rs, lhs.cs),
+        "gemm: left operand out of bounds"
+    );
+    assert!(
+        fits(rhs.data.len(), k, n, rhs.rs, rhs.cs),
+        "gemm: right operand out of bounds"
+    );
+}
+
+/// `gemm::gemm` into `dst` (strides `dst_rs`, `dst_cs`), read first when `accumulate`.
+///
+/// # Safety
+/// The operands were checked by [`check_operands`]; `dst` addresses `m × n` writable values
+/// that alias neither operand, initialised when `accumulate`.
+unsafe fn call(
+    dst: *mut f32,
+    [dst_rs, dst_cs]: [usize; 2],
+    lhs: View,
+    rhs: View,
+    [m, n, k]: [usize; 3],
+    accumulate: bool,
+    par: Parallelism,
+) {
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_cs as isize,
+            dst_rs as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// `dst [m, n] (+)= lhs [m, k] × rhs [k, n]` (added to `dst` when `accumulate`).
+pub fn gemm_into(
+    dst: Mat,
+    lhs: View,
+    rhs: View,
+    dims: [usize; 3],
+    accumulate: bool,
+    par: Parallelism,
+) {
+    let [m, n, _] = dims;
+    assert!(
+        fits(dst.data.len(), m, n, dst.rs, dst.cs),
+        "gemm: destination out of bounds"
+    );
+    check_operands(&lhs, &rhs, dims);
+    // SAFETY: the three views were just checked to lie inside their slices; `dst` is borrowed
+    // mutably, so it aliases neither operand, and it is initialised.
+    unsafe {
+        call(
+            dst.data.as_mut_ptr(),
+            [dst.rs, dst.cs],
+            lhs,
+            rhs,
+            dims,
+            accumulate,
+            par,
+        )
+    }
+}
+
+/// `batch` products `lhs × rhs` (`[m, k] × [k, n]`, item `i`'s operands from `operands(i)`)
+/// into a new row-major `[batch, m, n]` vector. Items run as rayon tasks, each one
+/// single-threaded product, when there are at least four per thread; otherwise one after the
+/// other, each with `par`. gemm writes every output without reading it (`accumulate` false),
+/// so the vector is not cleared first.
+pub fn products<'a>(
+    batch: usize,
+    dims: [usize; 3],
+    operands: impl Fn(usize) -> (View<'a>, View<'a>) + Sync,
+    par: Parallelism,
+) -> Vec<f32> {
+    let [m, n, k] = dims;
+    if m * n == 0 || k == 0 {
+        return vec![0.0; batch * m * n];
+    }
+    let item = |i: usize, out: &mut [MaybeUninit<f32>], par| {
+        let (lhs, rhs) = operands(i);
+        check_operands(&lhs, &rhs, dims);
+        // SAFETY: operands checked; `out` holds exactly this item's `m·n` slots (row-major,
+        // stride n), a fresh buffer aliasing nothing, which gemm writes without reading.
+        unsafe { call(out.as_mut_ptr().cast(), [n, 1], lhs, rhs, dims, false, par) }
+    };
+    let mut c = Vec::<f32>::with_capacity(batch * m * n);
+    let out = &mut c.spare_capacity_mut()[..batch * m * n];
+    if batch >= 4 * rayon::current_num_threads() {
+        out.par_chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(i, out)| item(i, out, Parallelism::None));
+    } else {
+        out.chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(i, out)| item(i, out, par));
+    }
+    // SAFETY: every item wrote its `m·n` outputs.
+    unsafe { c.set_len(batch * m * n) };
+    c
+}
