@@ -1,12 +1,14 @@
-//! The process's allocator: mimalloc, told to keep freed memory, with a count of the bytes
-//! live on the heap and their high-water mark, so that memory can be told apart from what the
-//! allocator keeps ([`live_bytes`], [`peak_bytes`]; `cace bench` reports both beside RSS).
+//! The process's allocator: mimalloc, told to keep freed memory, for blocks under 4 MiB; larger
+//! ones mapped and reused by size ([`large`]); with a count of the bytes live on the heap and
+//! their high-water mark, so that memory can be told apart from what the allocator keeps
+//! ([`live_bytes`], [`peak_bytes`]; `cace bench` reports both beside RSS).
 //!
 //! Large tensors (a `[64, 10, 7, 7, 512]` activation is 64 MB) are allocated and freed many
 //! times per step. glibc returns them to the OS each time and the kernel then zeroes fresh
 //! pages on every use: a third of a training step went to page faults. mimalloc, told never to
-//! purge freed memory ([`init_runtime`]), reuses it instead. Purging after a delay was measured
-//! again (BENCHMARKS.md, issue 16): even 1 s costs 40 % of a training step.
+//! purge freed memory ([`init_runtime`]), reuses memory instead (purging after a delay, even
+//! 1 s, cost 40 % of a step), but placed the large blocks so that it held 45 % more than was
+//! live; [`large`] keeps them by size instead (BENCHMARKS.md, issue 16).
 //!
 //! Not under `cargo fuzz` (which sets `cfg(fuzzing)`): there the system allocator lets the
 //! sanitizer's malloc hooks see every allocation, so libFuzzer reports a single huge one
@@ -17,6 +19,9 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use mimalloc::MiMalloc;
 
+#[cfg(unix)]
+mod large;
+
 #[cfg(not(fuzzing))]
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -24,8 +29,8 @@ static GLOBAL: Counting = Counting;
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 
-/// mimalloc, counting the bytes it hands out. Two relaxed atomic operations per call: nothing
-/// measurable beside the work a tensor allocation is made for.
+/// mimalloc and [`large`], counting the bytes they hand out. Two relaxed atomic operations per
+/// call: nothing measurable beside the work a tensor allocation is made for.
 struct Counting;
 
 fn grew(n: usize) {
@@ -39,11 +44,42 @@ fn shrank(n: usize) {
     LIVE.fetch_sub(n, Relaxed);
 }
 
-// SAFETY: every call is forwarded unchanged to mimalloc's `GlobalAlloc`; the counters are
-// updated only for calls that succeeded.
+/// Whether a request goes to [`large`] (page alignment is all a mapping guarantees).
+#[cfg(unix)]
+fn is_large(size: usize, align: usize) -> bool {
+    size >= large::MIN && align <= 4096
+}
+
+/// Elsewhere everything goes to mimalloc.
+#[cfg(not(unix))]
+fn is_large(_: usize, _: usize) -> bool {
+    false
+}
+
+#[cfg(not(unix))]
+mod large {
+    pub fn alloc(_: usize, _: bool) -> *mut u8 {
+        unreachable!("is_large is false")
+    }
+    pub fn free(_: *mut u8, _: usize) {
+        unreachable!("is_large is false")
+    }
+    pub fn mapped_len(n: usize) -> usize {
+        n
+    }
+}
+
+// SAFETY: requests are forwarded unchanged to mimalloc's `GlobalAlloc`, or served by `large`
+// (page-aligned blocks of at least the size asked); a block is returned to the one that made
+// it, told apart by the same test on its layout. The counters are updated only for calls that
+// succeeded.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { MiMalloc.alloc(layout) };
+        let p = if is_large(layout.size(), layout.align()) {
+            large::alloc(layout.size(), false)
+        } else {
+            unsafe { MiMalloc.alloc(layout) }
+        };
         if !p.is_null() {
             grew(layout.size());
         }
@@ -51,7 +87,11 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { MiMalloc.alloc_zeroed(layout) };
+        let p = if is_large(layout.size(), layout.align()) {
+            large::alloc(layout.size(), true)
+        } else {
+            unsafe { MiMalloc.alloc_zeroed(layout) }
+        };
         if !p.is_null() {
             grew(layout.size());
         }
@@ -59,17 +99,38 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { MiMalloc.dealloc(ptr, layout) };
+        if is_large(layout.size(), layout.align()) {
+            large::free(ptr, layout.size());
+        } else {
+            unsafe { MiMalloc.dealloc(ptr, layout) };
+        }
         shrank(layout.size());
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { MiMalloc.realloc(ptr, layout, new_size) };
+        let (old, align) = (layout.size(), layout.align());
+        let (was_large, now_large) = (is_large(old, align), is_large(new_size, align));
+        if !was_large && !now_large {
+            let p = unsafe { MiMalloc.realloc(ptr, layout, new_size) };
+            if !p.is_null() {
+                shrank(old);
+                grew(new_size);
+            }
+            return p;
+        }
+        if was_large && now_large && large::mapped_len(old) == large::mapped_len(new_size) {
+            shrank(old);
+            grew(new_size);
+            return ptr; // the mapping already holds `new_size` bytes
+        }
+        // SAFETY: the layout is valid (same alignment, size checked non-zero by the caller).
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
+        let p = unsafe { self.alloc(new_layout) };
         if !p.is_null() {
-            match new_size.cmp(&layout.size()) {
-                std::cmp::Ordering::Greater => grew(new_size - layout.size()),
-                std::cmp::Ordering::Less => shrank(layout.size() - new_size),
-                std::cmp::Ordering::Equal => {}
+            // SAFETY: both blocks hold at least `min(old, new_size)` bytes and do not overlap.
+            unsafe {
+                std::ptr::copy_nonoverlapping(ptr, p, old.min(new_size));
+                self.dealloc(ptr, layout);
             }
         }
         p
