@@ -169,9 +169,14 @@ impl CaceNet {
         let [b, t, ..] = visual.dims();
 
         // 2. V0 = Drop(ReLU(v_fc(v))) at every grid cell: [B, T, 7, 7, 512].
-        let v0 = relu(nn::flat(&self.v_fc, visual));
-        trace.record("relu", &v0);
-        let v0 = self.v_fc_dropout.forward(v0);
+        let y = nn::flat(&self.v_fc, visual);
+        let v0 = if trace.is_on() {
+            let v0 = relu(y);
+            trace.record("relu", &v0);
+            self.v_fc_dropout.forward(v0)
+        } else {
+            self.v_fc_dropout.forward_relu(y)
+        };
         // code: audio is used as is unless a_fc is enabled for wider audio features.
         let audio = if self.use_audio_fc {
             self.a_fc.forward(audio)
