@@ -7,7 +7,7 @@
 //! times per step. glibc returns them to the OS each time and the kernel then zeroes fresh
 //! pages on every use: a third of a training step went to page faults. mimalloc, told never to
 //! purge freed memory ([`init_runtime`]), reuses memory instead (purging after a delay, even
-//! 1 s, cost 40 % of a step), but placed the large blocks so that it held 45 % more than was
+//! 1 s, cost 40 % of a step), but placed the large blocks so that it held 40–50 % more than was
 //! live; [`large`] keeps them by size instead (BENCHMARKS.md, issue 16).
 //!
 //! Not under `cargo fuzz` (which sets `cfg(fuzzing)`): there the system allocator lets the

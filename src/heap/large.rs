@@ -3,16 +3,16 @@
 //!
 //! Why our own: a training step allocates and frees ~135 blocks of only four sizes (at batch
 //! 64: 61, 31, 15 and 6 MB, 37 of 61 MB), the same each step. mimalloc, never purging, placed
-//! them first-fit in its arenas and held 2.3–2.5 GB for a 400-video run whose live heap peaked
-//! at 1.67 GB (45 % more); purging after a delay returned that memory only by faulting it in
+//! them first-fit in its arenas and held 2.4–2.6 GB for a 400-video run whose live heap peaked
+//! at 1.75 GB (40–50 % more); purging after a delay returned that memory only by faulting it in
 //! again every step (1 s: +60 % epoch time). What the pattern needs is exact reuse by size — a
 //! caching allocator like PyTorch's on the GPU — which no allocator crate offers for the CPU.
 //!
 //! The bound: blocks mapped (live + kept) never exceed the highest live total of large blocks
-//! so far by more than a sixteenth of it or the block being mapped. A request with no kept block of its size drops
-//! the least recently kept blocks until the new mapping fits under that mark, so sizes that
-//! stop recurring (the last batch of an epoch, evaluation) are returned to the OS rather than
-//! kept beside the ones in use.
+//! so far by more than a sixteenth of it or the block being mapped. A request with no kept
+//! block of its size drops the least recently kept blocks until the new mapping fits under
+//! that mark, so sizes that stop recurring (the last batch of an epoch, evaluation) are
+//! returned to the OS rather than kept beside the ones in use.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -33,9 +33,9 @@ const OVER: usize = 4;
 
 /// What may be mapped beyond the high-water mark of blocks in use: 1/SLACK of it. The sizes
 /// of a step peak at different moments, so with none a step maps and drops blocks every time
-/// (400-video run: 1.80 GB peak RSS, 5,300 page faults, epochs 9.0–10.3 s); with 1/16: 1.87 GB,
-/// 3,900 faults, 8.8–9.4 s; 1/8: 1.97 GB, 2,500, 8.7–9.1 s; mimalloc alone: 2.4–2.6 GB,
-/// 1,800, 8.7–9.4 s (BENCHMARKS.md, issue 16).
+/// (400-video run: 1.82–1.87 GB peak RSS, 5,300 page faults, epochs 9.0–10.6 s); with 1/16:
+/// 1.91–1.93 GB, 3,900 faults, 8.8–9.4 s; 1/8: 2.02 GB, 2,500, 8.7–9.1 s; mimalloc alone:
+/// 2.45–2.66 GB, 1,800, 8.7–9.4 s (BENCHMARKS.md, issue 16).
 const SLACK: usize = 16;
 
 #[derive(Clone, Copy)]
