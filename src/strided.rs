@@ -35,6 +35,16 @@ impl<'a> Mat<'a> {
     }
 }
 
+/// burn-flex's rule for one product `[m, k] × [k, n]`: all threads from 192³ multiply-adds,
+/// else one (so that our products split their work, and round, as burn's own do).
+pub fn parallelism([m, n, k]: [usize; 3]) -> Parallelism {
+    if m * n * k >= 192 * 192 * 192 {
+        Parallelism::Rayon(0)
+    } else {
+        Parallelism::None
+    }
+}
+
 /// Whether an `rows × cols` matrix with strides `rs`, `cs` lies inside `len` values.
 fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
     rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < len

@@ -81,11 +81,7 @@ fn product(a: &FlexTensor, ta: bool, b: &FlexTensor, tb: bool) -> FlexTensor {
     let (a, b) = (operand(&a, ta), operand(&b, tb));
     let (batch, m, k, n) = (a.batch, a.rows, a.cols, b.cols);
     assert!(b.batch == batch && b.rows == k, "bmm: shapes");
-    let par = if m * n * k >= 192 * 192 * 192 {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
+    let par = strided::parallelism([m, n, k]);
     let c = strided::products(batch, [m, n, k], |i| (a.item(i), b.item(i)), par);
     flex::tensor(c, [batch, m, n])
 }

@@ -85,17 +85,13 @@ fn product(
     flex::tensor(c, [m, n])
 }
 
-/// `A·B (+ bias)` in f32 by the gemm crate, with burn-flex's parallelism rule (all threads from
-/// 192³ multiply-adds): with a bias the output starts as its rows (`bias + A·B`, rounded once,
+/// `A·B (+ bias)` in f32 by the gemm crate, with burn-flex's parallelism rule
+/// ([`strided::parallelism`]): with a bias the output starts as its rows (`bias + A·B`, rounded once,
 /// as burn's `A·B + bias`); without one the product fills a new vector unread.
 fn gemm_f32(a: View, b: View, bias: Option<&[f32]>) -> Vec<f32> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "matmul: inner dimensions");
-    let par = if m * n * k >= 192 * 192 * 192 {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
+    let par = strided::parallelism([m, n, k]);
     let (sa, sb) = (
         strided::View::new(a.data, a.rs, a.cs),
         strided::View::new(b.data, b.rs, b.cs),
