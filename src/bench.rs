@@ -40,6 +40,13 @@ pub struct BenchResult {
     /// timed evaluation batches.
     pub train_cpu_util: f64,
     pub eval_cpu_util: f64,
+    /// System CPU time per timed step / batch (ms): mostly the kernel zeroing pages that the
+    /// allocator returned and took back (page faults).
+    pub train_sys_ms: f64,
+    pub eval_sys_ms: f64,
+    /// Page faults per timed step / batch.
+    pub train_faults: f64,
+    pub eval_faults: f64,
     /// Peak RSS (MB) of the training phase and of the evaluation phase alone (the kernel's
     /// high-water mark reset before each; equal to the process peak where that fails).
     pub train_peak_rss_mb: f64,
@@ -50,10 +57,14 @@ pub struct BenchResult {
     pub eval_peak_heap_mb: f64,
 }
 
-/// What one phase cost: median seconds, cores busy on average, peak RSS and peak live heap (MB).
+/// What one phase cost: median seconds, cores busy on average, system time per repetition,
+/// peak RSS and peak live heap (MB).
 pub struct Phase {
     pub seconds: f64,
     pub cpu_util: f64,
+    pub sys_ms: f64,
+    /// Page faults per repetition (one per 4 KiB page, or per 2 MiB huge page).
+    pub faults: f64,
     pub peak_rss_mb: f64,
     pub peak_heap_mb: f64,
 }
@@ -66,28 +77,33 @@ pub fn phase<F: FnMut()>(warmup: usize, reps: usize, mut f: F) -> Phase {
     for _ in 0..warmup {
         f();
     }
-    let (cpu0, wall0) = (cpu_seconds(), Instant::now());
+    let ((user0, sys0, faults0), wall0) = (cpu_times(), Instant::now());
     let seconds = time(0, reps, f);
     let wall = wall0.elapsed().as_secs_f64();
+    let (user, sys, faults) = cpu_times();
     Phase {
         seconds,
-        cpu_util: (cpu_seconds() - cpu0) / wall.max(1e-9),
+        cpu_util: (user + sys - user0 - sys0) / wall.max(1e-9),
+        sys_ms: (sys - sys0) * 1e3 / reps.max(1) as f64,
+        faults: (faults - faults0) / reps.max(1) as f64,
         peak_rss_mb: peak_rss_mb(),
         peak_heap_mb: crate::heap::peak_bytes() as f64 / (1024.0 * 1024.0),
     }
 }
 
-/// User + system CPU time of this process so far, from `/proc/self/stat` (0 elsewhere).
-pub fn cpu_seconds() -> f64 {
+/// User and system CPU time of this process so far (seconds) and its minor page faults, from
+/// `/proc/self/stat` (0 elsewhere).
+pub fn cpu_times() -> (f64, f64, f64) {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
+        return (0.0, 0.0, 0.0);
     };
-    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    // Fields after the parenthesised command name; minflt, utime and stime are the 10th, 14th
+    // and 15th.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // Clock ticks per second: 100 on every Linux this runs on (USER_HZ).
-    (ticks(11) + ticks(12)) / 100.0
+    (ticks(11) / 100.0, ticks(12) / 100.0, ticks(7))
 }
 
 pub fn median(mut xs: Vec<f64>) -> f64 {
@@ -228,6 +244,10 @@ pub fn run(device: &Device, reps: usize) -> BenchResult {
         batch_assembly_ms: assembly * 1e3,
         train_cpu_util: train.cpu_util,
         eval_cpu_util: eval.cpu_util,
+        train_sys_ms: train.sys_ms,
+        eval_sys_ms: eval.sys_ms,
+        train_faults: train.faults,
+        eval_faults: eval.faults,
         train_peak_rss_mb: train.peak_rss_mb,
         eval_peak_rss_mb: eval.peak_rss_mb,
         train_peak_heap_mb: train.peak_heap_mb,

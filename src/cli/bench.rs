@@ -66,6 +66,16 @@ pub fn run(a: Args) -> Result<()> {
                  ({:.0} ms per video), eval forward {:.0} ms, peak RSS {:.0} MB",
                 r.encoder, r.videos, r.threads, r.step_ms, r.ms_per_video, r.eval_ms, r.peak_rss_mb
             );
+            println!(
+                "  cores busy: step {:.2}, eval {:.2}; system time per step {:.0} ms ({:.0} page \
+                 faults), per eval forward {:.0} ms ({:.0})",
+                r.step_cpu_util,
+                r.eval_cpu_util,
+                r.step_sys_ms,
+                r.step_faults,
+                r.eval_sys_ms,
+                r.eval_faults
+            );
         }
         return Ok(());
     }
@@ -128,6 +138,10 @@ pub fn run(a: Args) -> Result<()> {
     println!(
         "  cores busy: training {:.2}, evaluation {:.2}; peak RSS of each phase: {:.0} / {:.0} MB",
         r.train_cpu_util, r.eval_cpu_util, r.train_peak_rss_mb, r.eval_peak_rss_mb
+    );
+    println!(
+        "  system time per step / per batch: {:.0} / {:.0} ms ({:.0} / {:.0} page faults)",
+        r.train_sys_ms, r.eval_sys_ms, r.train_faults, r.eval_faults
     );
     println!(
         "  peak live heap (what the tensors need; RSS adds what the allocator keeps): {:.0} / {:.0} MB",

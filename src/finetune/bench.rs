@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::backbone::{BackboneConfig, BackboneKind};
 use super::clip::{ClipConfig, symmetric_info_nce};
 use crate::T;
-use crate::bench::{peak_rss_mb, time};
+use crate::bench::{peak_rss_mb, phase};
 use crate::encoders::image::INPUT_SIZE;
 use crate::optim::{KeyedGrads, Sgd, SgdConfig};
 
@@ -24,6 +24,14 @@ pub struct FinetuneBench {
     pub ms_per_video: f64,
     /// Evaluation-mode forward of the share (what the held-out retrieval costs).
     pub eval_ms: f64,
+    /// Cores busy (CPU time / wall time) system time and page faults per repetition, for
+    /// the steps and for the evaluation forwards.
+    pub step_cpu_util: f64,
+    pub step_sys_ms: f64,
+    pub step_faults: f64,
+    pub eval_cpu_util: f64,
+    pub eval_sys_ms: f64,
+    pub eval_faults: f64,
     pub peak_rss_mb: f64,
     pub threads: usize,
 }
@@ -42,7 +50,7 @@ pub fn run(kind: BackboneKind, videos: usize, reps: usize, device: &Device) -> F
     };
     let audio =
         |d: &Device| Tensor::<3>::random([videos, T, 128], Distribution::Normal(0.0, 1.0), d);
-    let step_s = time(1, reps, || {
+    let step = phase(1, reps, || {
         let e = model.embed(images(&train), audio(&train));
         let loss = symmetric_info_nce(model.logits(&e));
         let grads = KeyedGrads::collect(&model, &loss.backward());
@@ -50,17 +58,24 @@ pub fn run(kind: BackboneKind, videos: usize, reps: usize, device: &Device) -> F
         let _ = crate::to_vec(model.alignment_a.val());
     });
     let valid = model.valid();
-    let eval_s = time(1, reps, || {
+    let eval = phase(1, reps, || {
         let e = valid.embed(images(device), audio(device));
         let _ = crate::to_vec(e.image);
     });
     FinetuneBench {
         encoder: kind,
         videos,
-        step_ms: step_s * 1e3,
-        ms_per_video: step_s * 1e3 / videos as f64,
-        eval_ms: eval_s * 1e3,
-        peak_rss_mb: peak_rss_mb(),
+        step_ms: step.seconds * 1e3,
+        ms_per_video: step.seconds * 1e3 / videos as f64,
+        eval_ms: eval.seconds * 1e3,
+        step_cpu_util: step.cpu_util,
+        step_sys_ms: step.sys_ms,
+        step_faults: step.faults,
+        eval_cpu_util: eval.cpu_util,
+        eval_sys_ms: eval.sys_ms,
+        eval_faults: eval.faults,
+        // The phases reset the kernel's high-water mark: the process peak is the largest.
+        peak_rss_mb: peak_rss_mb().max(step.peak_rss_mb).max(eval.peak_rss_mb),
         threads: rayon::current_num_threads(),
     }
 }
