@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::resnet50::{EXPANSION, ResNet50Config};
 use super::vgg19::{CONVS_PER_BLOCK, Vgg19Config};
-use super::{conv2d_flex, residual_flex};
+use super::{conv1x1_flex, conv2d_flex, residual_flex};
 use crate::checkpoint::{StateDict, StoredTensor, load_state_dict, pth};
 use crate::device::is_flex;
 use crate::model::batch_norm::BatchNorm;
@@ -84,12 +84,14 @@ impl Conv {
                 x
             };
             let [b, _, h, w] = x.dims();
-            let y = self
-                .weight
-                .val()
-                .reshape([1, o, c])
-                .matmul(x.reshape([b, c, h * w]))
-                .reshape([b, o, h, w]);
+            let (weight, x) = (self.weight.val(), x.reshape([b, c, h * w]));
+            let y = if is_flex(&x.device()) {
+                // On the CPU: our kernel (conv1x1_flex.rs), forward and backward.
+                conv1x1_flex::conv1x1(weight.reshape([o, c]), x)
+            } else {
+                weight.reshape([1, o, c]).matmul(x)
+            }
+            .reshape([b, o, h, w]);
             return match &self.bias {
                 Some(bias) => y + bias.val().reshape([1, o, 1, 1]),
                 None => y,

@@ -21,17 +21,18 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::ops::{FloatTensorOps, ModuleOps};
+use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Dispatch, Flex, backend_extension};
+use burn::tensor::Tensor;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Shape, Tensor};
 use burn_flex::FlexTensor;
 use core::ops::Range;
 use rayon::prelude::*;
 
 use super::conv2d_shifted::Shifted;
 use crate::flex;
+use crate::strided::{self, Mat, View};
 
 #[backend_extension(Flex, Autodiff)]
 pub trait Conv2dGemmGrad: burn::backend::Backend {
@@ -283,6 +284,17 @@ fn groups(g: Geometry, n: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..n).step_by(group).map(move |n0| (n0, group.min(n - n0)))
 }
 
+/// `lhs [m, k] × rhs [k, n]` into a new row-major vector, written once by gemm (burn-flex's
+/// `matmul` zero-fills its output and copies it to a realigned buffer: two more passes).
+fn product(lhs: View, rhs: View, [m, n, k]: [usize; 3]) -> Vec<f32> {
+    strided::products(
+        1,
+        [m, n, k],
+        |_| (lhs, rhs),
+        strided::parallelism([m, n, k]),
+    )
+}
+
 /// `y [N, O, Ho, Wo]`: per group of images `W [O, C·k·k] × cols [C·k·k, count·L]`, whose
 /// `[O, count, L]` result is copied to `[count, O, L]`.
 fn forward_im2col(x: &FlexTensor, weight: &FlexTensor, g: Geometry) -> FlexTensor {
@@ -290,13 +302,17 @@ fn forward_im2col(x: &FlexTensor, weight: &FlexTensor, g: Geometry) -> FlexTenso
     let n = x.layout().shape()[0];
     let o = weight.layout().shape()[0];
     let l = g.ho * g.wo;
-    let w2 = Flex::float_reshape(weight.clone(), Shape::new([o, g.rows()]));
+    let (w, r) = (flex::values(weight), g.rows());
     let mut y = vec![0f32; n * o * l];
     for (n0, count) in groups(g, n) {
-        let cols = flex::tensor(im2col(xs, g, n0, count), [g.rows(), count * l]);
-        let part = Flex::float_matmul(w2.clone(), cols).to_contiguous();
+        let cols = im2col(xs, g, n0, count);
+        let part = product(
+            View::new(w, r, 1),
+            View::new(&cols, count * l, 1),
+            [o, count * l, r],
+        );
         let dst = &mut y[n0 * o * l..(n0 + count) * o * l];
-        swap_outer(flex::values(&part), o, count, l, dst);
+        swap_outer(&part, o, count, l, dst);
     }
     flex::tensor(y, [n, o, g.ho, g.wo])
 }
@@ -314,13 +330,10 @@ fn backward_im2col(
     let n = x.layout().shape()[0];
     let o = weight.layout().shape()[0];
     let l = g.ho * g.wo;
-    let w_t = Flex::float_transpose(Flex::float_reshape(
-        weight.clone(),
-        Shape::new([o, g.rows()]),
-    ));
+    let (w, r) = (flex::values(weight), g.rows());
     let mut dx = need[0].then(|| vec![0f32; n * g.c * g.h * g.w]);
-    let mut dw: Option<FlexTensor> = None;
-    for (n0, count) in groups(g, n) {
+    let mut dw = need[1].then(|| vec![0f32; o * r]);
+    for (i, (n0, count)) in groups(g, n).enumerate() {
         let mut dy_group = vec![0f32; o * count * l];
         swap_outer(
             &dys[n0 * o * l..(n0 + count) * o * l],
@@ -329,29 +342,25 @@ fn backward_im2col(
             l,
             &mut dy_group,
         );
-        let dy_group = flex::tensor(dy_group, [o, count * l]);
+        let dy_view = View::new(&dy_group, count * l, 1);
         if let Some(dx) = dx.as_mut() {
-            let dcols = Flex::float_matmul(w_t.clone(), dy_group.clone()).to_contiguous();
+            // Wᵀ's element (p, q) is W[q, p]: row stride 1, column stride C·k·k.
+            let dcols = product(View::new(w, 1, r), dy_view, [r, count * l, o]);
             let planes = g.c * g.h * g.w;
-            col2im(
-                flex::values(&dcols),
-                g,
-                count,
-                &mut dx[n0 * planes..][..count * planes],
-            );
+            col2im(&dcols, g, count, &mut dx[n0 * planes..][..count * planes]);
         }
-        if need[1] {
-            let cols = flex::tensor(im2col(xs, g, n0, count), [g.rows(), count * l]);
-            let part = Flex::float_matmul(dy_group, Flex::float_transpose(cols));
-            dw = Some(match dw {
-                Some(t) => Flex::float_add(t, part),
-                None => part,
-            });
+        if let Some(dw) = dw.as_mut() {
+            let cols = im2col(xs, g, n0, count);
+            // colsᵀ's element (p, q) is cols[q, p]: row stride 1, column stride count·L.
+            let cols_t = View::new(&cols, 1, count * l);
+            let dims = [o, r, count * l];
+            let par = strided::parallelism(dims);
+            strided::gemm_into(Mat::new(dw, r, 1), dy_view, cols_t, dims, i > 0, par);
         }
     }
     [
         dx.map(|dx| flex::tensor(dx, [n, g.c, g.h, g.w])),
-        dw.map(|dw| Flex::float_reshape(dw, Shape::new([o, g.c, g.k, g.k]))),
+        dw.map(|dw| flex::tensor(dw, [o, g.c, g.k, g.k])),
     ]
 }
 

@@ -11,6 +11,7 @@
 
 pub mod backbone;
 pub mod cnn14;
+pub mod conv1x1_flex;
 pub mod conv2d_flex;
 pub mod conv2d_shifted;
 pub mod decode;
