@@ -114,8 +114,11 @@ impl Cache {
     }
 
     /// The most recently kept block of `need` bytes, else the smallest kept one of up to
-    /// [`OVER`] times that, cut to `need` (its tail unmapped): a block is always as long as its
-    /// request's [`mapped_len`], so a free needs no record of where it came from.
+    /// [`OVER`] times that, cut to `need`: a block is always as long as its request's
+    /// [`mapped_len`], so a free needs no record of where it came from. The tail stays kept as a
+    /// block of its own (its pages are already faulted in; unmapping them cost the next large
+    /// request fresh pages: ResNet-50's fine-tuning step, whose sizes vary, faulted ~390 huge
+    /// pages a step); a tail too short for any request here is unmapped.
     fn take(&mut self, need: usize) -> Option<*mut u8> {
         let exact = (self.kept.iter().enumerate())
             .filter_map(|(i, k)| k.filter(|k| k.len == need).map(|k| (k.at, i)))
@@ -134,9 +137,18 @@ impl Cache {
         };
         let k = self.kept[i].take().expect("found above");
         self.kept_bytes -= k.len;
-        if k.len > need {
-            // Both ends are multiples of GRAIN: no huge page is split.
-            unmap((k.ptr + need) as *mut u8, k.len - need);
+        // Both ends are multiples of GRAIN: no huge page is split.
+        let tail = (k.ptr + need, k.len - need);
+        if tail.1 >= MIN {
+            // The slot just emptied holds it.
+            self.kept[i] = Some(Kept {
+                ptr: tail.0,
+                len: tail.1,
+                at: k.at,
+            });
+            self.kept_bytes += tail.1;
+        } else if tail.1 > 0 {
+            unmap(tail.0 as *mut u8, tail.1);
         }
         Some(k.ptr as *mut u8)
     }
@@ -227,8 +239,8 @@ mod tests {
     }
 
     /// A cache of its own (the process's is shared with every test): reuse by exact size, most
-    /// recent first; else a block up to 4× larger, cut to size with its tail unmapped; never
-    /// one more than 4× larger.
+    /// recent first; else a block up to 4× larger, cut to size with its tail kept (and a tail
+    /// under [`MIN`] unmapped); never one more than 4× larger.
     #[test]
     fn reuses_by_size_and_cuts_larger_blocks() {
         let mut c = Cache::new();
@@ -245,9 +257,15 @@ mod tests {
         assert_eq!(c.take(6 * MB), None, "32 MB is more than 4× 6 MB");
         assert_eq!(c.kept_bytes, 32 * MB);
         assert_eq!(c.take(16 * MB), Some(big), "cut to 16 MB");
-        assert_eq!(c.kept_bytes, 0);
-        assert!(mapped(big, 16 * MB) && !mapped(big.wrapping_add(16 * MB), 16 * MB));
-        for (p, len) in [(a, 6 * MB), (b, 6 * MB), (big, 16 * MB)] {
+        assert_eq!(c.kept_bytes, 16 * MB, "the tail is kept");
+        let tail = big.wrapping_add(16 * MB);
+        assert_eq!(c.take(14 * MB), Some(tail), "and serves the next request");
+        assert_eq!(
+            c.kept_bytes, 0,
+            "its 2 MB tail, too short to serve, unmapped"
+        );
+        assert!(mapped(big, 30 * MB) && !mapped(big.wrapping_add(30 * MB), 2 * MB));
+        for (p, len) in [(a, 6 * MB), (b, 6 * MB), (big, 16 * MB), (tail, 14 * MB)] {
             unmap(p, len);
         }
     }
