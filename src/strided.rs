@@ -1,7 +1,8 @@
 //! f32 matrix products on strided views through the `gemm` crate (the multiply burn-flex itself
 //! calls), with every view checked to lie inside its slice: the one place the crate is called.
-//! Used by our CPU kernels (`encoders/conv2d_shifted.rs`, `precision/matmul.rs`,
-//! `model/bmm_flex.rs`); [`products`] writes new outputs without clearing them first.
+//! Used by our CPU kernels (`encoders/conv2d_shifted.rs`, `encoders/conv2d_flex.rs`,
+//! `encoders/conv1x1_flex.rs`, `precision/matmul.rs`, `model/bmm_flex.rs`); [`products`] writes
+//! new outputs without clearing them first.
 
 use std::mem::MaybeUninit;
 
