@@ -26,10 +26,10 @@ use anyhow::{Result, bail, ensure};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 
-use super::conv2d_flex;
+use super::{conv1x1_flex, conv2d_flex};
 use crate::device::is_flex;
 use crate::model::batch_norm_flex::channel_affine;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData, s};
 
 use super::RgbFrame;
 
@@ -296,16 +296,25 @@ impl Conv {
         }
     }
 
-    /// `[N, in, H, W]` → `[N, out, H', W']`. k×k kernels on the CPU (inference) run our
-    /// kernels (`conv2d_flex.rs`: VGG19's 3×3s as shifted products), the bias added in one
-    /// parallel pass; 1×1 kernels and other devices burn's `conv2d`.
+    /// `[N, in, H, W]` → `[N, out, H', W']`. On the CPU (inference) our kernels, the bias
+    /// added in one parallel pass: k×k kernels `conv2d_flex.rs` (VGG19's 3×3s as shifted
+    /// products), unpadded 1×1 ones (ResNet-50's) one product per image (`conv1x1_flex.rs`,
+    /// of every stride-th pixel when strided); other devices burn's `conv2d`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [o, _, k, _] = self.weight.dims();
+        let [o, c, k, _] = self.weight.dims();
         let device = x.device();
-        if k > 1 && is_flex(&device) && !device.is_autodiff() {
-            let [stride, _] = self.options.stride;
-            let [(padding, _), _] = self.options.padding;
-            let y = conv2d_flex::conv2d(x, self.weight.clone(), stride, padding);
+        let [stride, _] = self.options.stride;
+        let [(padding, _), _] = self.options.padding;
+        if is_flex(&device) && !device.is_autodiff() && (k > 1 || padding == 0) {
+            let y = if k > 1 {
+                conv2d_flex::conv2d(x, self.weight.clone(), stride, padding)
+            } else {
+                let [_, _, h, w] = x.dims();
+                let x = x.slice(s![.., .., 0..h; stride, 0..w; stride]);
+                let [b, _, h, w] = x.dims();
+                let weight = self.weight.clone().reshape([o, c]);
+                conv1x1_flex::conv1x1(weight, x.reshape([b, c, h * w])).reshape([b, o, h, w])
+            };
             let ones = Tensor::ones([o], &y.device());
             return channel_affine(y, ones, self.bias.clone(), false);
         }
@@ -338,4 +347,44 @@ pub(crate) fn mean_over_frames(
         });
     }
     Ok(sum.expect("at least one chunk") / frames.len() as f32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    /// The 1×1 path (one product per image, strided by slicing) gives burn's `conv2d` bit for
+    /// bit, bias included, at stride 1 (a bottleneck's ends) and 2 (a downsampling shortcut,
+    /// odd size: the last row and column sampled).
+    #[test]
+    fn one_by_one_kernels_equal_burns_conv2d() {
+        let device = Device::flex();
+        device.seed(5);
+        for stride in [1, 2] {
+            let weight =
+                Tensor::<4>::random([32, 16, 1, 1], Distribution::Normal(0.0, 1.0), &device);
+            let bias = Tensor::<1>::random([32], Distribution::Normal(0.0, 1.0), &device);
+            let x = Tensor::<4>::random([3, 16, 15, 15], Distribution::Normal(0.0, 1.0), &device);
+            let options = ConvOptions::new([stride, stride], [0, 0], [1, 1], 1);
+            let reference = conv2d(
+                x.clone(),
+                weight.clone(),
+                Some(bias.clone()),
+                options.clone(),
+            );
+            let conv = Conv {
+                weight,
+                bias,
+                options,
+            };
+            let ours = conv.forward(x);
+            assert_eq!(ours.dims(), reference.dims(), "stride {stride}");
+            assert_eq!(
+                crate::to_vec(ours),
+                crate::to_vec(reference),
+                "stride {stride}"
+            );
+        }
+    }
 }
