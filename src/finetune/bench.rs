@@ -24,7 +24,7 @@ pub struct FinetuneBench {
     pub ms_per_video: f64,
     /// Evaluation-mode forward of the share (what the held-out retrieval costs).
     pub eval_ms: f64,
-    /// Cores busy (CPU time / wall time) system time and page faults per repetition, for
+    /// Cores busy (CPU time / wall time), system time and page faults per repetition, for
     /// the steps and for the evaluation forwards.
     pub step_cpu_util: f64,
     pub step_sys_ms: f64,
