@@ -131,6 +131,13 @@ pub fn gemm_into(
     }
 }
 
+/// One product `lhs [m, k] × rhs [k, n]` into a new row-major vector, split over threads by
+/// [`parallelism`] (burn-flex's `matmul` zero-fills its output and then copies it to a
+/// realigned buffer: two more passes over it).
+pub fn product(lhs: View, rhs: View, [m, n, k]: [usize; 3]) -> Vec<f32> {
+    products(1, [m, n, k], |_| (lhs, rhs), parallelism([m, n, k]))
+}
+
 /// `batch` products `lhs × rhs` (`[m, k] × [k, n]`, item `i`'s operands from `operands(i)`)
 /// into a new row-major `[batch, m, n]` vector. Items run as rayon tasks, each one
 /// single-threaded product, when there are at least four per thread; otherwise one after the

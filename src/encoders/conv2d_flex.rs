@@ -284,17 +284,6 @@ fn groups(g: Geometry, n: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..n).step_by(group).map(move |n0| (n0, group.min(n - n0)))
 }
 
-/// `lhs [m, k] × rhs [k, n]` into a new row-major vector, written once by gemm (burn-flex's
-/// `matmul` zero-fills its output and copies it to a realigned buffer: two more passes).
-fn product(lhs: View, rhs: View, [m, n, k]: [usize; 3]) -> Vec<f32> {
-    strided::products(
-        1,
-        [m, n, k],
-        |_| (lhs, rhs),
-        strided::parallelism([m, n, k]),
-    )
-}
-
 /// `y [N, O, Ho, Wo]`: per group of images `W [O, C·k·k] × cols [C·k·k, count·L]`, whose
 /// `[O, count, L]` result is copied to `[count, O, L]`.
 fn forward_im2col(x: &FlexTensor, weight: &FlexTensor, g: Geometry) -> FlexTensor {
@@ -306,7 +295,7 @@ fn forward_im2col(x: &FlexTensor, weight: &FlexTensor, g: Geometry) -> FlexTenso
     let mut y = vec![0f32; n * o * l];
     for (n0, count) in groups(g, n) {
         let cols = im2col(xs, g, n0, count);
-        let part = product(
+        let part = strided::product(
             View::new(w, r, 1),
             View::new(&cols, count * l, 1),
             [o, count * l, r],
@@ -345,7 +334,7 @@ fn backward_im2col(
         let dy_view = View::new(&dy_group, count * l, 1);
         if let Some(dx) = dx.as_mut() {
             // Wᵀ's element (p, q) is W[q, p]: row stride 1, column stride C·k·k.
-            let dcols = product(View::new(w, 1, r), dy_view, [r, count * l, o]);
+            let dcols = strided::product(View::new(w, 1, r), dy_view, [r, count * l, o]);
             let planes = g.c * g.h * g.w;
             col2im(&dcols, g, count, &mut dx[n0 * planes..][..count * planes]);
         }

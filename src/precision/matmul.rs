@@ -86,18 +86,17 @@ fn product(
 }
 
 /// `A·B (+ bias)` in f32 by the gemm crate, with burn-flex's parallelism rule
-/// ([`strided::parallelism`]): with a bias the output starts as its rows (`bias + A·B`, rounded once,
-/// as burn's `A·B + bias`); without one the product fills a new vector unread.
+/// ([`strided::parallelism`]): with a bias the output starts as its rows (`bias + A·B`, rounded
+/// once, as burn's `A·B + bias`); without one the product fills a new vector unread.
 fn gemm_f32(a: View, b: View, bias: Option<&[f32]>) -> Vec<f32> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "matmul: inner dimensions");
-    let par = strided::parallelism([m, n, k]);
     let (sa, sb) = (
         strided::View::new(a.data, a.rs, a.cs),
         strided::View::new(b.data, b.rs, b.cs),
     );
     let Some(bias) = bias else {
-        return strided::products(1, [m, n, k], |_| (sa, sb), par);
+        return strided::product(sa, sb, [m, n, k]);
     };
     let mut c = flex::rows(m, n, Some(bias));
     if m * n > 0 && k > 0 {
@@ -107,7 +106,7 @@ fn gemm_f32(a: View, b: View, bias: Option<&[f32]>) -> Vec<f32> {
             sb,
             [m, n, k],
             true,
-            par,
+            strided::parallelism([m, n, k]),
         );
     }
     c
