@@ -12,7 +12,7 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::relu;
 use burn::tensor::module::{adaptive_avg_pool2d, conv2d, max_pool2d};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
-use burn::tensor::{Device, Distribution, Tensor, s};
+use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::resnet50::{EXPANSION, ResNet50Config};
@@ -70,28 +70,13 @@ impl Conv {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [o, c, kh, kw] = self.weight.dims();
+        let [o, _, kh, kw] = self.weight.dims();
         if kh == 1 && kw == 1 && self.padding == 0 {
-            // A 1×1 convolution is one batched matrix multiply [O, C] × [C, H·W] per image
-            // (of every stride-th pixel when strided: the downsampling shortcuts); burn-flex's
-            // conv2d backward runs it on narrow GEMM tiles (the stride-2 shortcut of layer2:
-            // weight gradient 837 ms against 47 ms as a product, 20 images, BENCHMARKS.md).
-            let s = self.stride;
-            let x = if s > 1 {
-                let [_, _, h, w] = x.dims();
-                x.slice(s![.., .., 0..h; s, 0..w; s])
-            } else {
-                x
-            };
-            let [b, _, h, w] = x.dims();
-            let (weight, x) = (self.weight.val(), x.reshape([b, c, h * w]));
-            let y = if is_flex(&x.device()) {
-                // On the CPU: our kernel (conv1x1_flex.rs), forward and backward.
-                conv1x1_flex::conv1x1(weight.reshape([o, c]), x)
-            } else {
-                weight.reshape([1, o, c]).matmul(x)
-            }
-            .reshape([b, o, h, w]);
+            // A 1×1 convolution is one matrix multiply [O, C] × [C, H·W] per image (of every
+            // stride-th pixel when strided: the downsampling shortcuts); burn-flex's conv2d
+            // backward runs it on narrow GEMM tiles (the stride-2 shortcut of layer2: weight
+            // gradient 837 ms against 47 ms as a product, 20 images, BENCHMARKS.md).
+            let y = conv1x1_flex::conv2d(x, self.weight.val(), self.stride);
             return match &self.bias {
                 Some(bias) => y + bias.val().reshape([1, o, 1, 1]),
                 None => y,

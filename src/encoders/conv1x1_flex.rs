@@ -7,7 +7,7 @@
 //! of the samples were page faults in that copy), and whose backward forms the weight gradient
 //! image by image (`[N, O, C]`) before summing it. Here gemm writes each output once
 //! ([`strided::products`]) and the weight gradient is summed in one buffer per thread.
-//! Other backends keep burn's `matmul` ([`super::backbone`] chooses).
+//! Other backends keep burn's `matmul` ([`conv2d`] chooses).
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -16,11 +16,12 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Dispatch, Flex, backend_extension};
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, s};
 use burn_flex::FlexTensor;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use crate::device::is_flex;
 use crate::flex;
 use crate::strided::{self, Mat, View};
 
@@ -36,6 +37,27 @@ pub fn conv1x1(weight: Tensor<2>, x: Tensor<3>) -> Tensor<3> {
         weight.into_dispatch(),
         x.into_dispatch(),
     ))
+}
+
+/// An unpadded 1×1 convolution of images, `x [N, C, H, W]`, `weight [O, C, 1, 1]`, no bias:
+/// [`conv1x1`] over every `stride`-th pixel on the CPU, burn's `matmul` of the weight broadcast
+/// over the images elsewhere.
+pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize) -> Tensor<4> {
+    let [o, c, ..] = weight.dims();
+    let x = if stride > 1 {
+        let [_, _, h, w] = x.dims();
+        x.slice(s![.., .., 0..h; stride, 0..w; stride])
+    } else {
+        x
+    };
+    let [b, _, h, w] = x.dims();
+    let x = x.reshape([b, c, h * w]);
+    let y = if is_flex(&x.device()) {
+        conv1x1(weight.reshape([o, c]), x)
+    } else {
+        weight.reshape([1, o, c]).matmul(x)
+    };
+    y.reshape([b, o, h, w])
 }
 
 /// `[N, O, C, L]` of a weight `[O, C]` and an input `[N, C, L]`.

@@ -29,7 +29,7 @@ use burn::tensor::ops::ConvOptions;
 use super::{conv1x1_flex, conv2d_flex};
 use crate::device::is_flex;
 use crate::model::batch_norm_flex::channel_affine;
-use burn::tensor::{Device, Tensor, TensorData, s};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use super::RgbFrame;
 
@@ -301,7 +301,7 @@ impl Conv {
     /// products), unpadded 1×1 ones (ResNet-50's) one product per image (`conv1x1_flex.rs`,
     /// of every stride-th pixel when strided); other devices burn's `conv2d`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [o, c, k, _] = self.weight.dims();
+        let [o, _, k, _] = self.weight.dims();
         let device = x.device();
         let [stride, _] = self.options.stride;
         let [(padding, _), _] = self.options.padding;
@@ -309,11 +309,7 @@ impl Conv {
             let y = if k > 1 {
                 conv2d_flex::conv2d(x, self.weight.clone(), stride, padding)
             } else {
-                let [_, _, h, w] = x.dims();
-                let x = x.slice(s![.., .., 0..h; stride, 0..w; stride]);
-                let [b, _, h, w] = x.dims();
-                let weight = self.weight.clone().reshape([o, c]);
-                conv1x1_flex::conv1x1(weight, x.reshape([b, c, h * w])).reshape([b, o, h, w])
+                conv1x1_flex::conv2d(x, self.weight.clone(), stride)
             };
             let ones = Tensor::ones([o], &y.device());
             return channel_affine(y, ones, self.bias.clone(), false);
