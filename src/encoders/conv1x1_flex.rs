@@ -116,9 +116,8 @@ fn weight_grad(x: &FlexTensor, dy: &FlexTensor) -> FlexTensor {
         Parallelism::None
     };
     let sums: Vec<Vec<f32>> = (0..n)
-        .step_by(per)
-        .collect::<Vec<_>>()
         .into_par_iter()
+        .step_by(per)
         .map(|i0| {
             let mut dw = vec![0f32; o * c];
             for i in i0..(i0 + per).min(n) {
