@@ -162,7 +162,9 @@ pub fn products<'a>(
     };
     let mut c = Vec::<f32>::with_capacity(batch * m * n);
     let out = &mut c.spare_capacity_mut()[..batch * m * n];
-    if batch >= 4 * rayon::current_num_threads() {
+    if k == 1 {
+        outer_products(out, dims, &operands);
+    } else if batch >= 4 * rayon::current_num_threads() {
         out.par_chunks_mut(m * n)
             .enumerate()
             .for_each(|(i, out)| item(i, out, Parallelism::None));
@@ -174,4 +176,70 @@ pub fn products<'a>(
     // SAFETY: every item wrote its `m·n` outputs.
     unsafe { c.set_len(batch * m * n) };
     c
+}
+
+/// [`products`] with `k = 1`: `out[i][r][c] = lhs[r]·rhs[c]`, rows split over threads. gemm
+/// hands these to a single-threaded routine that writes the row-major output column by column
+/// (a `[31360, 1] × [1, 256]` input gradient of a `Linear(256 → 1)` took 10–20 ms on the calling
+/// thread). One product per output, so the values are gemm's exactly.
+fn outer_products<'a>(
+    out: &mut [MaybeUninit<f32>],
+    [m, n, k]: [usize; 3],
+    operands: &(impl Fn(usize) -> (View<'a>, View<'a>) + Sync),
+) {
+    debug_assert_eq!(k, 1);
+    let rows_per_task = (1 << 14) / n.max(1) + 1;
+    out.par_chunks_mut(m * n).enumerate().for_each(|(i, out)| {
+        let (lhs, rhs) = operands(i);
+        check_operands(&lhs, &rhs, [m, n, 1]);
+        out.par_chunks_mut(rows_per_task * n)
+            .enumerate()
+            .for_each(|(t, rows)| {
+                for (r, row) in rows.chunks_mut(n).enumerate() {
+                    let a = lhs.data[(t * rows_per_task + r) * lhs.rs];
+                    for (c, o) in row.iter_mut().enumerate() {
+                        o.write(a * rhs.data[c * rhs.cs]);
+                    }
+                }
+            });
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `k = 1` products (ours) equal gemm's own, on strided operands and several items.
+    #[test]
+    fn outer_products_are_gemms() {
+        let (m, n, batch) = (1000, 37, 3);
+        let lhs: Vec<f32> = (0..batch * m * 3)
+            .map(|i| (i as f32 * 0.37).sin())
+            .collect();
+        let rhs: Vec<f32> = (0..batch * n * 2 * 5)
+            .map(|i| (i as f32 * 0.11).cos())
+            .collect();
+        // Item i: lhs column 1 of a [m, 3] block (row stride 3), rhs every second value.
+        let operands = |i: usize| {
+            (
+                View::new(&lhs[i * m * 3 + 1..], 3, 1),
+                View::new(&rhs[i * n * 2..], 1, 2),
+            )
+        };
+        let ours = products(batch, [m, n, 1], operands, Parallelism::Rayon(0));
+        let mut theirs = vec![f32::NAN; batch * m * n];
+        for (i, dst) in theirs.chunks_mut(m * n).enumerate() {
+            let (a, b) = operands(i);
+            gemm_into(
+                Mat::new(dst, n, 1),
+                a,
+                b,
+                [m, n, 1],
+                false,
+                Parallelism::None,
+            );
+        }
+        assert_eq!(ours, theirs);
+        assert!(ours.iter().any(|&v| v != 0.0));
+    }
 }
