@@ -9,6 +9,7 @@ pub mod dropout;
 pub mod gate_flex;
 pub mod head;
 pub mod layer_norm_flex;
+pub mod lstm_flex;
 pub mod nn;
 pub mod relation;
 pub mod snn;

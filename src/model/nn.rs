@@ -8,7 +8,7 @@ use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 
 use super::dropout::Dropout;
-use burn::tensor::activation::{sigmoid, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Distribution, Tensor};
 
 use super::state::{HasState, Layout, Prefix, StateVisitor};
@@ -249,31 +249,10 @@ impl LstmDirection {
     /// `x [B, T, in]` → `[B, T, H]`, zero initial state; `reverse` runs t = T-1 → 0 and places
     /// the output of step t at t.
     pub fn forward(&self, x: Tensor<3>, reverse: bool) -> Tensor<3> {
-        let [b, t_len, _] = x.dims();
-        let hdim = self.hidden;
         // Input projection of all steps at once; both biases folded in.
         let bias = self.bias_ih.val() + self.bias_hh.val();
         let xp = burn::tensor::module::linear(x, self.weight_ih.val(), Some(bias)); // [B, T, 4H]
-        let w_hh = self.weight_hh.val();
-        let device = xp.device();
-        let mut h = Tensor::<2>::zeros([b, hdim], &device);
-        let mut c = Tensor::<2>::zeros([b, hdim], &device);
-        let mut outputs: Vec<Option<Tensor<2>>> = vec![None; t_len];
-        for step in 0..t_len {
-            let t = if reverse { t_len - 1 - step } else { step };
-            let gates = xp.clone().narrow(1, t, 1).reshape([b, 4 * hdim]) + h.matmul(w_hh.clone());
-            let mut g = gates.chunk(4, 1).into_iter();
-            let (i, f, gg, o) = (
-                g.next().unwrap(),
-                g.next().unwrap(),
-                g.next().unwrap(),
-                g.next().unwrap(),
-            );
-            c = sigmoid(f) * c + sigmoid(i) * gg.tanh();
-            h = sigmoid(o) * c.clone().tanh();
-            outputs[t] = Some(h.clone());
-        }
-        Tensor::stack(outputs.into_iter().map(Option::unwrap).collect(), 1)
+        super::lstm_flex::recurrence(xp, self.weight_hh.val(), reverse)
     }
 
     fn visit_state_suffixed<V: StateVisitor>(&mut self, at: &Prefix, suffix: &str, v: &mut V) {
