@@ -64,10 +64,85 @@ fn check_operands(lhs: &View, rhs: &View, [m, n, k]: [usize; 3]) {
 
 /// `gemm::gemm` into `dst` (strides `dst_rs`, `dst_cs`), read first when `accumulate`.
 ///
+/// A threaded product with a long inner dimension is split here, not by gemm: the output
+/// columns (or rows, when there are more of them) in one contiguous range per thread, each a
+/// single-threaded gemm. gemm threads each `k` block of ~512 separately, two fork-joins per
+/// block (packing, then the multiply): 120 for a weight gradient over AVCA's 31,360 rows, each
+/// leaving a core idle while the other is woken or finishes its share. The values are the
+/// same: an output's sum is split into `k` blocks by `k` alone, whichever part computes it.
+///
 /// # Safety
 /// The operands were checked by [`check_operands`]; `dst` addresses `m × n` writable values
 /// that alias neither operand, initialised when `accumulate`.
 unsafe fn call(
+    dst: *mut f32,
+    dst_strides: [usize; 2],
+    lhs: View,
+    rhs: View,
+    [m, n, k]: [usize; 3],
+    accumulate: bool,
+    par: Parallelism,
+) {
+    let threads = rayon::current_num_threads();
+    let split = matches!(par, Parallelism::Rayon(_)) && threads > 1 && k >= SPLIT_K;
+    // Parts stay above gemm's small-matrix path (both sides ≤ 64), whose blocks differ.
+    let (long, other) = (m.max(n), m.min(n));
+    if !split || (long / threads <= 64 && other <= 64) {
+        // SAFETY: as promised by the caller.
+        unsafe { call_gemm(dst, dst_strides, lhs, rhs, [m, n, k], accumulate, par) };
+        return;
+    }
+    let by_rows = m > n;
+    let dst = SendPtr(dst);
+    (0..threads).into_par_iter().for_each(|t| {
+        let (start, end) = (long * t / threads, long * (t + 1) / threads);
+        let [dst_rs, dst_cs] = dst_strides;
+        let dst = &dst;
+        // SAFETY: part `t` is rows (or columns) `start..end` of the checked views and of
+        // `dst`; the parts' destinations are disjoint.
+        unsafe {
+            if by_rows {
+                let lhs = View::new(&lhs.data[start * lhs.rs..], lhs.rs, lhs.cs);
+                let at = dst.0.add(start * dst_rs);
+                call_gemm(
+                    at,
+                    dst_strides,
+                    lhs,
+                    rhs,
+                    [end - start, n, k],
+                    accumulate,
+                    NONE,
+                );
+            } else {
+                let rhs = View::new(&rhs.data[start * rhs.cs..], rhs.rs, rhs.cs);
+                let at = dst.0.add(start * dst_cs);
+                call_gemm(
+                    at,
+                    dst_strides,
+                    lhs,
+                    rhs,
+                    [m, end - start, k],
+                    accumulate,
+                    NONE,
+                );
+            }
+        }
+    });
+}
+
+/// Inner dimensions from which [`call`] splits a threaded product itself (four of gemm's `k`
+/// blocks).
+const SPLIT_K: usize = 2048;
+const NONE: Parallelism = Parallelism::None;
+
+/// A destination pointer shared by the threads of [`call`], which write disjoint parts.
+struct SendPtr(*mut f32);
+// SAFETY: only used for disjoint writes, each part by one thread.
+unsafe impl Sync for SendPtr {}
+
+/// # Safety
+/// As [`call`].
+unsafe fn call_gemm(
     dst: *mut f32,
     [dst_rs, dst_cs]: [usize; 2],
     lhs: View,
@@ -241,5 +316,49 @@ mod tests {
         }
         assert_eq!(ours, theirs);
         assert!(ours.iter().any(|&v| v != 0.0));
+    }
+
+    /// Threaded products with a long inner dimension (split by rows or by columns in [`call`])
+    /// equal gemm's single-threaded ones bit for bit, fresh or accumulated, on strided views.
+    #[test]
+    fn split_products_are_gemms() {
+        let k = SPLIT_K + 77;
+        for (m, n) in [(300, 70), (66, 530), (40, 40)] {
+            let lhs: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.013).sin()).collect();
+            let rhs: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.007).cos()).collect();
+            // lhs read transposed (column-major), rhs row-major.
+            let (a, b) = (View::new(&lhs, 1, m), View::new(&rhs, n, 1));
+            let fresh = products(1, [m, n, k], |_| (a, b), Parallelism::Rayon(0));
+            let mut reference = vec![0.5f32; m * n];
+            let mut accumulated = reference.clone();
+            gemm_into(
+                Mat::new(&mut accumulated, n, 1),
+                a,
+                b,
+                [m, n, k],
+                true,
+                Parallelism::Rayon(0),
+            );
+            let mut single = vec![0f32; m * n];
+            gemm_into(
+                Mat::new(&mut single, n, 1),
+                a,
+                b,
+                [m, n, k],
+                false,
+                Parallelism::None,
+            );
+            gemm_into(
+                Mat::new(&mut reference, n, 1),
+                a,
+                b,
+                [m, n, k],
+                true,
+                Parallelism::None,
+            );
+            assert_eq!(fresh, single, "[{m}, {n}] fresh");
+            assert_eq!(accumulated, reference, "[{m}, {n}] accumulated");
+            assert!(single.iter().all(|v| v.is_finite()) && single.iter().any(|&v| v != 0.0));
+        }
     }
 }
