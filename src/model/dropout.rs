@@ -59,19 +59,93 @@ fn apply_mask(seed: u64, p: f64, x: &[f32], relu: bool) -> Vec<f32> {
         .zip(x.par_chunks(CHUNK))
         .enumerate()
         .for_each(|(c, (out, x))| {
-            let base = (c * CHUNK) as u64;
-            for (i, (out, x)) in out.chunks_mut(2).zip(x.chunks(2)).enumerate() {
-                let r = mix(seed ^ mix(base / 2 + i as u64));
-                for (k, (o, &x)) in out.iter_mut().zip(x).enumerate() {
-                    let draw = (r >> (32 * k)) & 0xFFFF_FFFF;
-                    // burn's ReLU: x ≤ 0 → 0, a NaN stays one.
-                    let x = if relu && x <= 0.0 { 0.0 } else { x };
-                    // x·0, not 0: a NaN or ∞ stays one, as in PyTorch's `x * mask`.
-                    *o = x * if draw < threshold { 0.0 } else { scale };
-                }
+            let task = Task {
+                seed,
+                first_pair: (c * CHUNK / 2) as u64,
+                threshold,
+                scale,
+            };
+            match (relu, wide_integers()) {
+                // SAFETY: the CPU has the features (checked at run time).
+                (false, true) => unsafe { task.run_avx512::<false>(x, out) },
+                (true, true) => unsafe { task.run_avx512::<true>(x, out) },
+                (false, false) => task.run::<false>(x, out),
+                (true, false) => task.run::<true>(x, out),
             }
         });
     out
+}
+
+/// Whether the CPU multiplies 64-bit integers in vectors (AVX-512 DQ): the mask's hashing is
+/// four 64-bit multiplies per pair of elements, scalar without it. Checked at run time; the
+/// build targets the baseline x86-64.
+fn wide_integers() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512dq")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// One task's share of [`apply_mask`]: elements from pair `first_pair` on.
+struct Task {
+    seed: u64,
+    first_pair: u64,
+    threshold: u64,
+    scale: f32,
+}
+
+impl Task {
+    /// Pairs of draws per block: the hashes first (a loop the compiler vectorises), then the
+    /// elements.
+    const PAIRS: usize = 64;
+
+    #[inline(always)]
+    fn run<const RELU: bool>(&self, x: &[f32], out: &mut [f32]) {
+        let mut factor = [0f32; 2 * Self::PAIRS];
+        for (b, (out, x)) in out
+            .chunks_mut(2 * Self::PAIRS)
+            .zip(x.chunks(2 * Self::PAIRS))
+            .enumerate()
+        {
+            let base = self.first_pair + (b * Self::PAIRS) as u64;
+            for (i, f) in factor.chunks_exact_mut(2).enumerate() {
+                let r = mix(self.seed ^ mix(base + i as u64));
+                for (k, f) in f.iter_mut().enumerate() {
+                    let draw = (r >> (32 * k)) & 0xFFFF_FFFF;
+                    *f = if draw < self.threshold {
+                        0.0
+                    } else {
+                        self.scale
+                    };
+                }
+            }
+            for ((o, &x), &f) in out.iter_mut().zip(x).zip(&factor) {
+                // burn's ReLU: x ≤ 0 → 0, a NaN stays one.
+                let x = if RELU && x <= 0.0 { 0.0 } else { x };
+                // x·0, not 0: a NaN or ∞ stays one, as in PyTorch's `x * mask`.
+                *o = x * f;
+            }
+        }
+    }
+
+    /// [`Task::run`] compiled for AVX-512 (8 draws per vector).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and DQ ([`wide_integers`]).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    unsafe fn run_avx512<const RELU: bool>(&self, x: &[f32], out: &mut [f32]) {
+        self.run::<RELU>(x, out)
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn run_avx512<const RELU: bool>(&self, x: &[f32], out: &mut [f32]) {
+        self.run::<RELU>(x, out)
+    }
 }
 
 #[backend_extension(Flex, Autodiff)]
@@ -239,6 +313,44 @@ mod tests {
     /// The op's output and gradient against burn's `x * mask` with the mask made apart: the
     /// backward must draw the forward's mask again, element for element (a non-contiguous
     /// input spanning several tasks).
+    /// The mask is its definition — element `e` dropped when the 32-bit half `e mod 2` of
+    /// `mix(seed ^ mix(⌊e/2⌋))` is below `p·2³²` — on the AVX-512 path and the plain one,
+    /// bit for bit, across task boundaries and an odd length, NaN kept.
+    #[test]
+    fn mask_is_its_definition_on_every_path() {
+        let (seed, p) = (0x5EED_1234_u64, 0.3);
+        let n = 2 * CHUNK + 2 * Task::PAIRS + 5;
+        let mut x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 201) as f32 - 100.0).collect();
+        x[3] = f32::NAN;
+        let threshold = (p * 4_294_967_296.0) as u64;
+        for relu in [false, true] {
+            let expect: Vec<u32> = (0..n)
+                .map(|e| {
+                    let r = mix(seed ^ mix((e / 2) as u64));
+                    let draw = (r >> (32 * (e % 2))) & 0xFFFF_FFFF;
+                    let v = if relu && x[e] <= 0.0 { 0.0 } else { x[e] };
+                    let f = if draw < threshold { 0.0 } else { kept_scale(p) };
+                    (v * f).to_bits()
+                })
+                .collect();
+            let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+            assert_eq!(bits(apply_mask(seed, p, &x, relu)), expect, "relu {relu}");
+            let task = Task {
+                seed,
+                first_pair: 0,
+                threshold,
+                scale: kept_scale(p),
+            };
+            let mut plain = vec![0f32; n];
+            if relu {
+                task.run::<true>(&x, &mut plain)
+            } else {
+                task.run::<false>(&x, &mut plain)
+            }
+            assert_eq!(bits(plain), expect, "plain path, relu {relu}");
+        }
+    }
+
     #[test]
     fn backward_draws_the_forward_mask_again() {
         let _rng = crate::rng_lock(); // draws from the device generator
