@@ -171,13 +171,16 @@ pub fn run(device: &Device, reps: usize) -> BenchResult {
         CaceNet::new(&ModelConfig::default(), &train_device).expect("the default config is valid");
     let mut adam = Adam::new(AdamConfig::default());
     let (v, a, targets) = inputs(b, &mut rng, &train_device);
+    // On the pool's threads, as training runs it ([`crate::pool`]).
     let train = phase(2, reps, || {
-        let out = model.forward(v.clone(), a.clone(), ForwardOptions::bece_on());
-        let terms = objective(&out, &targets, Some(1.0), 0.01);
-        let mut grads = KeyedGrads::collect(&model, &terms.total.backward());
-        grads.clip_global_norm(0.5);
-        adam.step(&mut model, &grads, 7e-4);
-        sync(model.v_fc.weight.val());
+        crate::pool::run(|| {
+            let out = model.forward(v.clone(), a.clone(), ForwardOptions::bece_on());
+            let terms = objective(&out, &targets, Some(1.0), 0.01);
+            let mut grads = KeyedGrads::collect(&model, &terms.total.backward());
+            grads.clip_global_norm(0.5);
+            adam.step(&mut model, &grads, 7e-4);
+            sync(model.v_fc.weight.val());
+        })
     });
     let train_step = train.seconds;
 
@@ -200,19 +203,25 @@ pub fn run(device: &Device, reps: usize) -> BenchResult {
     let eval_model = model.valid();
     let (ve, ae, _) = inputs(b, &mut rng, device);
     let eval = phase(1, reps, || {
-        let out = eval_model.forward(ve.clone(), ae.clone(), ForwardOptions::bece_on());
-        sync(out.event_scores);
+        crate::pool::run(|| {
+            let out = eval_model.forward(ve.clone(), ae.clone(), ForwardOptions::bece_on());
+            sync(out.event_scores);
+        })
     });
     let eval64 = eval.seconds;
     let (v1, a1, _) = inputs(1, &mut rng, device);
     let latency = time(3, reps.max(5), || {
-        let out = eval_model.forward(v1.clone(), a1.clone(), ForwardOptions::bece_on());
-        sync(out.event_scores);
+        crate::pool::run(|| {
+            let out = eval_model.forward(v1.clone(), a1.clone(), ForwardOptions::bece_on());
+            sync(out.event_scores);
+        })
     });
     let (v18, a18, _) = inputs(402 - 6 * 64, &mut rng, device);
     let last = time(1, reps, || {
-        let out = eval_model.forward(v18.clone(), a18.clone(), ForwardOptions::bece_on());
-        sync(out.event_scores);
+        crate::pool::run(|| {
+            let out = eval_model.forward(v18.clone(), a18.clone(), ForwardOptions::bece_on());
+            sync(out.event_scores);
+        })
     });
 
     let m = 64 * T * 49;

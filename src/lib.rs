@@ -26,6 +26,7 @@ pub mod metric;
 pub mod model;
 pub mod optim;
 pub mod plot;
+pub mod pool;
 pub mod precision;
 pub mod profile;
 pub mod resident;

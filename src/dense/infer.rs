@@ -51,7 +51,7 @@ pub fn detect(
         let batch = preprocess(&videos, config, false)
             .with_context(|| format!("video {}", chunk[0].video_id))?;
         let t = batch.mask.dims()[1];
-        let o = model.forward(&batch);
+        let o = crate::pool::run(|| model.forward(&batch));
         let levels = BatchLevels {
             cls: o.cls_logits.into_iter().map(crate::to_vec).collect(),
             off: o.offsets.into_iter().map(crate::to_vec).collect(),

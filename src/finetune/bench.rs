@@ -50,17 +50,22 @@ pub fn run(kind: BackboneKind, videos: usize, reps: usize, device: &Device) -> F
     };
     let audio =
         |d: &Device| Tensor::<3>::random([videos, T, 128], Distribution::Normal(0.0, 1.0), d);
+    // On the pool's threads, as `cace finetune` runs it ([`crate::pool`]).
     let step = phase(1, reps, || {
-        let e = model.embed(images(&train), audio(&train));
-        let loss = symmetric_info_nce(model.logits(&e));
-        let grads = KeyedGrads::collect(&model, &loss.backward());
-        sgd.step(&mut model, &grads, 1e-3);
-        let _ = crate::to_vec(model.alignment_a.val());
+        crate::pool::run(|| {
+            let e = model.embed(images(&train), audio(&train));
+            let loss = symmetric_info_nce(model.logits(&e));
+            let grads = KeyedGrads::collect(&model, &loss.backward());
+            sgd.step(&mut model, &grads, 1e-3);
+            let _ = crate::to_vec(model.alignment_a.val());
+        })
     });
     let valid = model.valid();
     let eval = phase(1, reps, || {
-        let e = valid.embed(images(device), audio(device));
-        let _ = crate::to_vec(e.image);
+        crate::pool::run(|| {
+            let e = valid.embed(images(device), audio(device));
+            let _ = crate::to_vec(e.image);
+        })
     });
     FinetuneBench {
         encoder: kind,

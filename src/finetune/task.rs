@@ -73,6 +73,11 @@ impl FinetuneTask<'_> {
     /// gradients averaged (DistributedDataParallel's rule), then SGD. Returns (loss, top-1
     /// count) summed over shares, on the device.
     fn step(&mut self, rows: &[usize], lr: f64) -> Result<(Tensor<1>, Tensor<1>)> {
+        crate::pool::run(|| self.step_here(rows, lr))
+    }
+
+    /// [`Self::step`] on the calling thread.
+    fn step_here(&mut self, rows: &[usize], lr: f64) -> Result<(Tensor<1>, Tensor<1>)> {
         let batch: Vec<&Video> = rows.iter().map(|&r| &self.train[r]).collect();
         let shares: Vec<&[&Video]> = batch.chunks(self.cfg.local_batch).collect();
         let r = shares.len() as f64;

@@ -197,7 +197,8 @@ pub fn evaluate(
     for batch in source.iter(shapes, batches, zero_audio, device) {
         let batch = batch?;
         let tg = batch.targets.context("evaluation needs labels")?;
-        let out = model.forward(batch.visual, batch.audio, ForwardOptions::bece_on());
+        let (visual, audio) = (batch.visual, batch.audio);
+        let out = crate::pool::run(|| model.forward(visual, audio, ForwardOptions::bece_on()));
         outputs.push(vec![flat(out.is_event), flat(out.event_scores)]);
         segments.push(tg.segment);
     }
@@ -351,31 +352,30 @@ impl<'a> AveTask<'a> {
         lr: f64,
     ) -> Vec<Tensor<1>> {
         let cfg = self.cfg;
-        let out = self.model.forward(
-            visual,
-            audio,
-            ForwardOptions {
+        let (model, adam) = (&mut self.model, &mut self.adam);
+        crate::pool::run(move || {
+            let options = ForwardOptions {
                 bece_on,
                 noise: None,
-            },
-        );
-        let weight = bece_on.then_some(cfg.contrastive_weight);
-        let terms = objective(&out, targets, weight, cfg.tau);
-        let mut grads = KeyedGrads::collect(&self.model, &terms.total.backward());
-        let norm = grads.clip_global_norm(cfg.clip_norm);
-        self.adam.step(&mut self.model, &grads, lr);
+            };
+            let out = model.forward(visual, audio, options);
+            let weight = bece_on.then_some(cfg.contrastive_weight);
+            let terms = objective(&out, targets, weight, cfg.tau);
+            let mut grads = KeyedGrads::collect(&*model, &terms.total.backward());
+            let norm = grads.clip_global_norm(cfg.clip_norm);
+            adam.step(model, &grads, lr);
 
-        let mut values = vec![terms.total, terms.is_event, terms.event_class, terms.gate];
-        values.extend([terms.cas].into_iter().chain(terms.contrastive));
-        values.extend([
-            norm,
-            flat(out.is_event.inner()),
-            flat(out.event_scores.inner()),
-        ]);
-        values
+            let mut values = vec![terms.total, terms.is_event, terms.event_class, terms.gate];
+            values.extend([terms.cas].into_iter().chain(terms.contrastive));
+            values.extend([
+                norm,
+                flat(out.is_event.inner()),
+                flat(out.event_scores.inner()),
+            ]);
+            values
+        })
     }
 
-    /// Trains on `batches` (rows, in order).
     fn train_epoch(
         &mut self,
         batches: Vec<Vec<usize>>,

@@ -80,6 +80,11 @@ impl DenseTrainer {
 
     /// One iteration on `items` (already truncated to the training window) with rate `lr`.
     pub fn step(&mut self, items: &[DenseItem], lr: f64) -> Result<StepLosses> {
+        crate::pool::run(|| self.step_here(items, lr))
+    }
+
+    /// [`Self::step`] on the calling thread.
+    fn step_here(&mut self, items: &[DenseItem], lr: f64) -> Result<StepLosses> {
         let videos: Vec<VideoFeatures> = items
             .iter()
             .map(|i| item_features(i, &self.device))
