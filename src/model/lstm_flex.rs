@@ -187,6 +187,9 @@ fn forward(xp: &[f32], w: &[f32], d: Dims, keep: bool) -> (Vec<f32>, Option<Save
 /// Backpropagation through time: `dy [B, T, H]` → (`dxp [B, T, 4H]`, `dW_hh [H, 4H]`).
 fn backward(dy: &[f32], w: &[f32], s: &Saved, d: Dims) -> (Vec<f32>, Vec<f32>) {
     let (t_len, hd) = (d.t, d.h);
+    if d.b * t_len == 0 {
+        return (Vec::new(), vec![0.0; hd * 4 * hd]);
+    }
     let rows = d.rows_per_task();
     let mut dxp = vec![0f32; d.b * t_len * 4 * hd];
     dxp.par_chunks_mut(rows * t_len * 4 * hd)
@@ -265,6 +268,15 @@ fn run(xp: &FlexTensor, w: &FlexTensor, reverse: bool, keep: bool) -> (FlexTenso
         ws.num_dims() == 2 && ws[0] == d.h && ws[1] == 4 * d.h,
         "lstm: W_hh must be [H, 4H]"
     );
+    if d.b * d.t == 0 {
+        // Nothing to run (and no chunks to split into).
+        let saved = keep.then(|| Saved {
+            acts: Vec::new(),
+            cells: Vec::new(),
+            h: Vec::new(),
+        });
+        return (flex::tensor(Vec::new(), [d.b, d.t, d.h]), saved);
+    }
     let (h, saved) = forward(flex::values(&xp), flex::values(&w), d, keep);
     (flex::tensor(h, [d.b, d.t, d.h]), saved)
 }
@@ -371,6 +383,21 @@ mod tests {
             );
             let norm: f32 = w.grad(&g1).unwrap().abs().sum().into_scalar();
             assert!(norm > 1e-2, "W_hh's gradient is (near) zero: {norm}");
+        }
+    }
+
+    /// No rows or no steps: empty outputs and zero gradients, not a panic.
+    #[test]
+    fn empty_batches_and_sequences() {
+        let dev = Device::flex().autodiff();
+        for (b, t) in [(0, 4), (3, 0)] {
+            let xp = Tensor::<3>::zeros([b, t, 32], &dev).require_grad();
+            let w = Tensor::<2>::ones([8, 32], &dev).require_grad();
+            let h = recurrence(xp.clone(), w.clone(), false);
+            assert_eq!(h.dims(), [b, t, 8]);
+            let g = h.sum().backward();
+            let dw: f32 = w.grad(&g).unwrap().abs().sum().into_scalar();
+            assert_eq!(dw, 0.0);
         }
     }
 

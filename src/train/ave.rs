@@ -351,31 +351,44 @@ impl<'a> AveTask<'a> {
         bece_on: bool,
         lr: f64,
     ) -> Vec<Tensor<1>> {
-        let cfg = self.cfg;
-        let (model, adam) = (&mut self.model, &mut self.adam);
-        crate::pool::run(move || {
-            let options = ForwardOptions {
-                bece_on,
-                noise: None,
-            };
-            let out = model.forward(visual, audio, options);
-            let weight = bece_on.then_some(cfg.contrastive_weight);
-            let terms = objective(&out, targets, weight, cfg.tau);
-            let mut grads = KeyedGrads::collect(&*model, &terms.total.backward());
-            let norm = grads.clip_global_norm(cfg.clip_norm);
-            adam.step(model, &grads, lr);
-
-            let mut values = vec![terms.total, terms.is_event, terms.event_class, terms.gate];
-            values.extend([terms.cas].into_iter().chain(terms.contrastive));
-            values.extend([
-                norm,
-                flat(out.is_event.inner()),
-                flat(out.event_scores.inner()),
-            ]);
-            values
-        })
+        crate::pool::run(|| self.step_here(visual, audio, targets, bece_on, lr))
     }
 
+    /// [`Self::step`] on the calling thread.
+    fn step_here(
+        &mut self,
+        visual: Tensor<5>,
+        audio: Tensor<3>,
+        targets: &crate::loss::Targets,
+        bece_on: bool,
+        lr: f64,
+    ) -> Vec<Tensor<1>> {
+        let cfg = self.cfg;
+        let out = self.model.forward(
+            visual,
+            audio,
+            ForwardOptions {
+                bece_on,
+                noise: None,
+            },
+        );
+        let weight = bece_on.then_some(cfg.contrastive_weight);
+        let terms = objective(&out, targets, weight, cfg.tau);
+        let mut grads = KeyedGrads::collect(&self.model, &terms.total.backward());
+        let norm = grads.clip_global_norm(cfg.clip_norm);
+        self.adam.step(&mut self.model, &grads, lr);
+
+        let mut values = vec![terms.total, terms.is_event, terms.event_class, terms.gate];
+        values.extend([terms.cas].into_iter().chain(terms.contrastive));
+        values.extend([
+            norm,
+            flat(out.is_event.inner()),
+            flat(out.event_scores.inner()),
+        ]);
+        values
+    }
+
+    /// Trains on `batches` (rows, in order).
     fn train_epoch(
         &mut self,
         batches: Vec<Vec<usize>>,
