@@ -44,12 +44,17 @@ struct Kept {
     len: usize,
     /// When it was kept (a count of frees), for oldest-first dropping.
     at: u64,
+    /// Start of the mapping it is part of (its own `ptr` unless cut from a larger block).
+    origin: usize,
 }
 
 struct Cache {
     kept: [Option<Kept>; SLOTS],
     kept_bytes: usize,
     frees: u64,
+    /// Blocks handed out that were cut from inside a mapping: `(ptr, origin)`, so that on
+    /// free they join the kept parts of the same mapping beside them.
+    pieces: [Option<(usize, usize)>; SLOTS],
 }
 
 static CACHE: Mutex<Cache> = Mutex::new(Cache::new());
@@ -110,6 +115,7 @@ impl Cache {
             kept: [None; SLOTS],
             kept_bytes: 0,
             frees: 0,
+            pieces: [None; SLOTS],
         }
     }
 
@@ -145,25 +151,49 @@ impl Cache {
                 ptr: tail.0,
                 len: tail.1,
                 at: k.at,
+                origin: k.origin,
             });
             self.kept_bytes += tail.1;
         } else if tail.1 > 0 {
             unmap(tail.0 as *mut u8, tail.1);
         }
+        if k.origin != k.ptr
+            && let Some(slot) = self.pieces.iter_mut().find(|p| p.is_none())
+        {
+            *slot = Some((k.ptr, k.origin));
+        }
         Some(k.ptr as *mut u8)
     }
 
-    /// Keeps a freed block of `len` bytes (dropping the oldest when every slot is taken).
+    /// Keeps a freed block of `len` bytes (dropping the oldest when every slot is taken),
+    /// joined with the kept parts of the same mapping on either side: a block cut for a smaller
+    /// request comes back whole once its pieces are free, instead of the larger size being
+    /// mapped (and faulted in) again while the pieces sit kept (evaluation batches faulted ~100
+    /// huge pages each that way; BENCHMARKS.md, issue 16).
     fn keep(&mut self, ptr: *mut u8, len: usize) {
         self.frees += 1;
+        let (mut ptr, mut len) = (ptr as usize, len);
+        let piece = self
+            .pieces
+            .iter()
+            .position(|p| p.is_some_and(|p| p.0 == ptr));
+        let origin = piece.map_or(ptr, |i| self.pieces[i].take().expect("found").1);
+        while let Some(i) = self.kept.iter().position(|k| {
+            k.is_some_and(|k| k.origin == origin && (k.ptr == ptr + len || k.ptr + k.len == ptr))
+        }) {
+            let k = self.kept[i].take().expect("found");
+            self.kept_bytes -= k.len;
+            (ptr, len) = (ptr.min(k.ptr), len + k.len);
+        }
         if self.kept.iter().all(Option::is_some) {
             self.drop_oldest();
         }
         let slot = self.kept.iter_mut().find(|k| k.is_none());
         *slot.expect("a slot is free") = Some(Kept {
-            ptr: ptr as usize,
+            ptr,
             len,
             at: self.frees,
+            origin,
         });
         self.kept_bytes += len;
     }
@@ -268,6 +298,35 @@ mod tests {
         for (p, len) in [(a, 6 * MB), (b, 6 * MB), (big, 16 * MB), (tail, 14 * MB)] {
             unmap(p, len);
         }
+    }
+
+    /// Pieces cut from one mapping join again as they are freed, in any order, with the
+    /// mapping's kept parts beside them; the whole block then serves its own size again.
+    #[test]
+    fn cut_pieces_join_their_mapping_again() {
+        let mut c = Cache::new();
+        let big = map(32 * MB);
+        c.keep(big, 32 * MB);
+        let head = c.take(16 * MB).expect("cut from 32 MB");
+        let middle = c.take(8 * MB).expect("cut from the 16 MB tail");
+        assert_eq!((head, middle), (big, big.wrapping_add(16 * MB)));
+        assert_eq!(c.kept_bytes, 8 * MB, "the last 8 MB kept");
+        c.keep(middle, 8 * MB);
+        assert_eq!(
+            c.take(16 * MB),
+            Some(middle),
+            "middle and end joined: 16 MB"
+        );
+        c.keep(middle, 16 * MB);
+        c.keep(head, 16 * MB);
+        assert_eq!(c.kept.iter().flatten().count(), 1, "one block again");
+        assert_eq!(c.take(32 * MB), Some(big), "whole, by exact size");
+        assert_eq!(c.kept_bytes, 0);
+        assert!(
+            c.pieces.iter().all(Option::is_none),
+            "no piece left on record"
+        );
+        unmap(big, 32 * MB);
     }
 
     /// Room for a new mapping: the oldest kept blocks go until live + kept + new fits under
