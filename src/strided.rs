@@ -98,34 +98,26 @@ unsafe fn call(
         let (start, end) = (long * t / threads, long * (t + 1) / threads);
         let [dst_rs, dst_cs] = dst_strides;
         let dst = &dst;
+        let (lhs, rhs, offset, dims) = if by_rows {
+            let lhs = View::new(&lhs.data[start * lhs.rs..], lhs.rs, lhs.cs);
+            (lhs, rhs, start * dst_rs, [end - start, n, k])
+        } else {
+            let rhs = View::new(&rhs.data[start * rhs.cs..], rhs.rs, rhs.cs);
+            (lhs, rhs, start * dst_cs, [m, end - start, k])
+        };
         // SAFETY: part `t` is rows (or columns) `start..end` of the checked views and of
         // `dst`; the parts' destinations are disjoint.
         unsafe {
-            if by_rows {
-                let lhs = View::new(&lhs.data[start * lhs.rs..], lhs.rs, lhs.cs);
-                let at = dst.0.add(start * dst_rs);
-                call_gemm(
-                    at,
-                    dst_strides,
-                    lhs,
-                    rhs,
-                    [end - start, n, k],
-                    accumulate,
-                    NONE,
-                );
-            } else {
-                let rhs = View::new(&rhs.data[start * rhs.cs..], rhs.rs, rhs.cs);
-                let at = dst.0.add(start * dst_cs);
-                call_gemm(
-                    at,
-                    dst_strides,
-                    lhs,
-                    rhs,
-                    [m, end - start, k],
-                    accumulate,
-                    NONE,
-                );
-            }
+            let at = dst.0.add(offset);
+            call_gemm(
+                at,
+                dst_strides,
+                lhs,
+                rhs,
+                dims,
+                accumulate,
+                Parallelism::None,
+            )
         }
     });
 }
@@ -133,7 +125,6 @@ unsafe fn call(
 /// Inner dimensions from which [`call`] splits a threaded product itself (four of gemm's `k`
 /// blocks).
 const SPLIT_K: usize = 2048;
-const NONE: Parallelism = Parallelism::None;
 
 /// A destination pointer shared by the threads of [`call`], which write disjoint parts.
 struct SendPtr(*mut f32);

@@ -136,13 +136,7 @@ impl Task {
     ///
     /// # Safety
     /// The CPU must have AVX-512 F and DQ ([`wide_integers`]).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512dq")]
-    unsafe fn run_avx512<const RELU: bool>(&self, x: &[f32], out: &mut [f32]) {
-        self.run::<RELU>(x, out)
-    }
-
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f,avx512dq"))]
     unsafe fn run_avx512<const RELU: bool>(&self, x: &[f32], out: &mut [f32]) {
         self.run::<RELU>(x, out)
     }

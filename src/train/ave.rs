@@ -197,8 +197,8 @@ pub fn evaluate(
     for batch in source.iter(shapes, batches, zero_audio, device) {
         let batch = batch?;
         let tg = batch.targets.context("evaluation needs labels")?;
-        let (visual, audio) = (batch.visual, batch.audio);
-        let out = crate::pool::run(|| model.forward(visual, audio, ForwardOptions::bece_on()));
+        let forward = || model.forward(batch.visual, batch.audio, ForwardOptions::bece_on());
+        let out = crate::pool::run(forward);
         outputs.push(vec![flat(out.is_event), flat(out.event_scores)]);
         segments.push(tg.segment);
     }
@@ -351,18 +351,6 @@ impl<'a> AveTask<'a> {
         bece_on: bool,
         lr: f64,
     ) -> Vec<Tensor<1>> {
-        crate::pool::run(|| self.step_here(visual, audio, targets, bece_on, lr))
-    }
-
-    /// [`Self::step`] on the calling thread.
-    fn step_here(
-        &mut self,
-        visual: Tensor<5>,
-        audio: Tensor<3>,
-        targets: &crate::loss::Targets,
-        bece_on: bool,
-        lr: f64,
-    ) -> Vec<Tensor<1>> {
         let cfg = self.cfg;
         let out = self.model.forward(
             visual,
@@ -404,7 +392,9 @@ impl<'a> AveTask<'a> {
         for batch in source.iter(shapes, batches, zero_audio, &self.device.clone()) {
             let batch = batch?;
             let targets = batch.targets.context("training needs labels")?;
-            pending.push(self.step(batch.visual, batch.audio, &targets, bece_on, lr));
+            // On the pool's threads ([`crate::pool`]).
+            let step = || self.step(batch.visual, batch.audio, &targets, bece_on, lr);
+            pending.push(crate::pool::run(step));
             segments.push(targets.segment);
             if segments.len() == READ_EVERY {
                 sums.read(&mut pending, &mut segments, bece_on)?;
