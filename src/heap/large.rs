@@ -8,6 +8,10 @@
 //! again every step (1 s: +60 % epoch time). What the pattern needs is exact reuse by size — a
 //! caching allocator like PyTorch's on the GPU — which no allocator crate offers for the CPU.
 //!
+//! A request with no kept block of its size (nor one up to [`OVER`] times larger to cut)
+//! lengthens the largest shorter kept block rather than mapping a new one: only the added
+//! bytes are fresh pages ([`Cache::grow`], Linux).
+//!
 //! The bound: blocks mapped (live + kept) never exceed the highest live total of large blocks
 //! so far by more than a sixteenth of it or the block being mapped. A request with no kept
 //! block of its size drops the least recently kept blocks until the new mapping fits under
@@ -57,6 +61,17 @@ struct Cache {
     pieces: [Option<(usize, usize)>; SLOTS],
 }
 
+/// Where [`alloc`]'s block comes from.
+#[derive(Debug, PartialEq)]
+enum Found {
+    /// A kept block (cut to size).
+    Kept(*mut u8),
+    /// A kept block of this many bytes, lengthened.
+    Grown(*mut u8, usize),
+    /// None: a fresh mapping.
+    None,
+}
+
 static CACHE: Mutex<Cache> = Mutex::new(Cache::new());
 
 /// Mapped lengths of the large blocks in use, and their highest total.
@@ -77,24 +92,27 @@ fn lock() -> std::sync::MutexGuard<'static, Cache> {
 /// OS refuses.
 pub fn alloc(size: usize, zeroed: bool) -> *mut u8 {
     let need = mapped_len(size);
-    let kept = {
+    let found = {
         let mut cache = lock();
-        let kept = cache.take(need);
-        if kept.is_none() {
+        let found = match cache.take(need) {
+            Some(ptr) => Found::Kept(ptr),
+            None => cache.grow(need, LIVE.load(Relaxed), PEAK.load(Relaxed)),
+        };
+        if let Found::None = found {
             cache.make_room(LIVE.load(Relaxed), PEAK.load(Relaxed), need);
         }
-        kept
+        found
     };
-    let ptr = match kept {
-        Some(ptr) => {
-            if zeroed {
-                // SAFETY: the block is `need ≥ size` bytes, mapped, and owned by no one else.
-                unsafe { std::ptr::write_bytes(ptr, 0, size) };
-            }
-            ptr
-        }
-        None => map(need), // fresh anonymous pages read as zero
+    // The bytes of the block that held earlier contents (the rest are fresh zero pages).
+    let (ptr, used) = match found {
+        Found::Kept(ptr) => (ptr, size),
+        Found::Grown(ptr, old) => (ptr, old.min(size)),
+        Found::None => (map(need), 0),
     };
+    if zeroed && !ptr.is_null() {
+        // SAFETY: the block is `need ≥ size ≥ used` bytes, mapped, and owned by no one else.
+        unsafe { std::ptr::write_bytes(ptr, 0, used) };
+    }
     if !ptr.is_null() {
         let now = LIVE.fetch_add(need, Relaxed) + need;
         PEAK.fetch_max(now, Relaxed);
@@ -198,6 +216,45 @@ impl Cache {
         self.kept_bytes += len;
     }
 
+    /// With no kept block to take for `need` bytes: the largest kept block shorter than that,
+    /// moved and lengthened to `need` by the kernel (`mremap`, which moves its page tables, not
+    /// its bytes), after room is made for the `need - len` new bytes. Only those are fresh
+    /// pages: an evaluation, whose sizes peak at different moments than its kept blocks allow,
+    /// otherwise mapped ~290 MB anew a batch (~145 huge-page faults; BENCHMARKS.md, issue 16).
+    #[cfg(target_os = "linux")]
+    fn grow(&mut self, need: usize, live: usize, peak: usize) -> Found {
+        let Some(i) = (self.kept.iter().enumerate())
+            .filter_map(|(i, k)| k.filter(|k| k.len < need).map(|k| (k.len, i)))
+            .max()
+            .map(|(_, i)| i)
+        else {
+            return Found::None;
+        };
+        let k = self.kept[i].take().expect("found above");
+        self.kept_bytes -= k.len;
+        self.make_room(live + k.len, peak, need - k.len);
+        // SAFETY: `k` is a kept block (a whole mapping or a GRAIN-aligned part of one), owned
+        // by no one; the kernel may move it.
+        let p = unsafe { libc::mremap(k.ptr as *mut _, k.len, need, libc::MREMAP_MAYMOVE) };
+        if p == libc::MAP_FAILED {
+            unmap(k.ptr as *mut u8, k.len);
+            return Found::None;
+        }
+        // Lengthened where it was: still a part of its mapping (a piece when not its start).
+        if p as usize == k.ptr
+            && k.origin != k.ptr
+            && let Some(slot) = self.pieces.iter_mut().find(|p| p.is_none())
+        {
+            *slot = Some((k.ptr, k.origin));
+        }
+        Found::Grown(p.cast(), k.len)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn grow(&mut self, _: usize, _: usize, _: usize) -> Found {
+        Found::None
+    }
+
     /// Drops kept blocks, oldest first, until a new mapping of `need` bytes beside `live`
     /// bytes in use keeps the total under the high-water mark `peak` of blocks in use and a
     /// [`SLACK`]th of it.
@@ -253,6 +310,8 @@ fn unmap(ptr: *mut u8, len: usize) {
     // SAFETY: `ptr..ptr + len` is a whole mapping made by `map`, or the tail of one, and no
     // longer handed out.
     unsafe { libc::munmap(ptr.cast(), len) };
+    #[cfg(test)]
+    let _ = tests::UNMAPPED.try_with(|u| u.borrow_mut().push((ptr as usize, len)));
 }
 
 #[cfg(test)]
@@ -260,6 +319,17 @@ mod tests {
     use super::*;
 
     const MB: usize = 1 << 20;
+
+    thread_local! {
+        /// What [`unmap`] unmapped on this thread. (Asking the kernel is racy: the other tests'
+        /// allocations may map a freed range again at once.)
+        pub static UNMAPPED: std::cell::RefCell<Vec<(usize, usize)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    fn unmapped(ptr: *mut u8, len: usize) -> bool {
+        UNMAPPED.with(|u| u.borrow().contains(&(ptr as usize, len)))
+    }
 
     /// Whether every page of `ptr..ptr + len` is mapped (`mincore` fails on unmapped ones).
     fn mapped(ptr: *mut u8, len: usize) -> bool {
@@ -294,7 +364,7 @@ mod tests {
             c.kept_bytes, 0,
             "its 2 MB tail, too short to serve, unmapped"
         );
-        assert!(mapped(big, 30 * MB) && !mapped(big.wrapping_add(30 * MB), 2 * MB));
+        assert!(mapped(big, 30 * MB) && unmapped(big.wrapping_add(30 * MB), 2 * MB));
         for (p, len) in [(a, 6 * MB), (b, 6 * MB), (big, 16 * MB), (tail, 14 * MB)] {
             unmap(p, len);
         }
@@ -329,6 +399,55 @@ mod tests {
         unmap(big, 32 * MB);
     }
 
+    /// With no block to take, the largest shorter one is lengthened: its bytes stay (moved,
+    /// not copied), the rest reads zero, and room is made for the new bytes only.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn lengthens_the_largest_shorter_block_in_place_of_a_new_mapping() {
+        let (mut c, mut tight) = (Cache::new(), Cache::new());
+        for cache in [&mut c, &mut tight] {
+            let (small, mid) = (map(4 * MB), map(8 * MB));
+            // SAFETY: `mid` is 8 MB, mapped, and ours.
+            unsafe { std::ptr::write_bytes(mid, 0x5A, 8 * MB) };
+            cache.keep(small, 4 * MB);
+            cache.keep(mid, 8 * MB);
+        }
+        assert_eq!(
+            c.grow(2 * MB, 0, 64 * MB),
+            Found::None,
+            "none shorter than 2 MB"
+        );
+        assert_eq!(c.kept_bytes, 12 * MB);
+        let Found::Grown(p, 8_388_608) = c.grow(12 * MB, 0, 64 * MB) else {
+            panic!("the 8 MB block should be lengthened");
+        };
+        // SAFETY: `p` is the 12 MB block just made, ours.
+        let bytes = unsafe { std::slice::from_raw_parts(p, 12 * MB) };
+        assert!(bytes[..8 * MB].iter().all(|&b| b == 0x5A), "contents moved");
+        assert!(
+            bytes[8 * MB..].iter().all(|&b| b == 0),
+            "new bytes read zero"
+        );
+        assert_eq!(
+            c.kept_bytes,
+            4 * MB,
+            "room enough: the 4 MB block stays kept"
+        );
+
+        // Peak 12 MB: the 8 MB block grown by 4 beside the kept 4 would pass 12 + 1/16.
+        let Found::Grown(q, _) = tight.grow(12 * MB, 0, 12 * MB) else {
+            panic!("the 8 MB block should be lengthened");
+        };
+        assert_eq!(tight.kept_bytes, 0, "the kept 4 MB block made room");
+        assert_eq!(
+            UNMAPPED.with(|u| u.borrow().last().map(|u| u.1)),
+            Some(4 * MB)
+        );
+        while c.drop_oldest() {}
+        unmap(p, 12 * MB);
+        unmap(q, 12 * MB);
+    }
+
     /// Room for a new mapping: the oldest kept blocks go until live + kept + new fits under
     /// the high-water mark, and no further; a full table drops its oldest.
     #[test]
@@ -341,7 +460,7 @@ mod tests {
         // 20 MB in use, peak 28 (+ 1/16 = 29.75): a 4 MB mapping fits beside 4 of the 12 kept.
         c.make_room(20 * MB, 28 * MB, 4 * MB);
         assert_eq!(c.kept_bytes, 4 * MB);
-        assert!(!mapped(blocks[0], 4 * MB) && !mapped(blocks[1], 4 * MB));
+        assert!(unmapped(blocks[0], 4 * MB) && unmapped(blocks[1], 4 * MB));
         assert_eq!(c.take(4 * MB), Some(blocks[2]), "the newest was kept");
         c.keep(blocks[2], 4 * MB);
         c.make_room(0, 8 * MB, 4 * MB);
@@ -355,7 +474,7 @@ mod tests {
         }
         full.keep(map(GRAIN), GRAIN);
         assert_eq!(full.kept_bytes, SLOTS * GRAIN);
-        assert!(!mapped(first, GRAIN), "the oldest went for the newest");
+        assert!(unmapped(first, GRAIN), "the oldest went for the newest");
         while full.drop_oldest() {}
         assert_eq!(full.kept_bytes, 0);
         c.make_room(0, 0, 4 * MB);
