@@ -61,19 +61,62 @@ fn passes(x: f32, relu: bool) -> bool {
     !relu || x.is_nan() || x > 0.0
 }
 
-fn forward(a: &[f32], b: &[f32], c: usize, relu: bool) -> Vec<f32> {
-    let cells = a.len() / b.len().max(1);
-    let mut y = flex::zeros(a.len());
-    y.par_chunks_mut(cells * c)
-        .zip(a.par_chunks(cells * c))
+/// `a [R, L, C]` read in place: row `(r, l)`'s `C` values from `data[r·rs + l·ls]` (a slice of
+/// a wider product, as the evaluation's fused projections hand over, needs no copy).
+struct Cells<'a> {
+    data: &'a [f32],
+    rs: usize,
+    ls: usize,
+}
+
+impl<'a> Cells<'a> {
+    /// `a`'s view when its channels are contiguous (`None` otherwise).
+    fn of(a: &'a FlexTensor) -> Option<Self> {
+        let layout = a.layout();
+        let strides = layout.strides();
+        if !layout.has_positive_strides() || strides[2] != 1 {
+            return None;
+        }
+        Some(Self {
+            data: &a.storage::<f32>()[layout.start_offset()..],
+            rs: strides[0] as usize,
+            ls: strides[1] as usize,
+        })
+    }
+
+    fn contiguous(data: &'a [f32], cells: usize, c: usize) -> Self {
+        Self {
+            data,
+            rs: cells * c,
+            ls: c,
+        }
+    }
+
+    fn row(&self, r: usize, l: usize, c: usize) -> &[f32] {
+        &self.data[r * self.rs + l * self.ls..][..c]
+    }
+}
+
+/// `y [R, cells, C] = f(a)·f(b)`, written once (not cleared first).
+fn forward(a: &Cells, b: &[f32], cells: usize, c: usize, relu: bool) -> Vec<f32> {
+    let n = b.len() * cells;
+    let mut y = Vec::with_capacity(n);
+    if n == 0 {
+        return y;
+    }
+    y.spare_capacity_mut()[..n]
+        .par_chunks_mut(cells * c)
         .zip(b.par_chunks(c))
-        .for_each(|((y, a), b)| {
-            for (y, a) in y.chunks_mut(c).zip(a.chunks(c)) {
-                for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
-                    *y = f(a, relu) * f(b, relu);
+        .enumerate()
+        .for_each(|(r, (y, b))| {
+            for (l, y) in y.chunks_mut(c).enumerate() {
+                for ((y, &a), &b) in y.iter_mut().zip(a.row(r, l, c)).zip(b) {
+                    y.write(f(a, relu) * f(b, relu));
                 }
             }
         });
+    // SAFETY: every row's `cells·C` values were written above.
+    unsafe { y.set_len(n) };
     y
 }
 
@@ -103,10 +146,18 @@ fn backward(a: &[f32], b: &[f32], dy: &[f32], c: usize, relu: bool) -> (Vec<f32>
 }
 
 fn gate_flex(a: &FlexTensor, b: &FlexTensor, relu: bool) -> FlexTensor {
-    let (a, b) = (a.to_contiguous(), b.to_contiguous());
-    let c = b.layout().shape()[1];
-    let y = forward(flex::values(&a), flex::values(&b), c, relu);
-    flex::tensor(y, a.layout().shape().clone())
+    let b = b.to_contiguous();
+    let shape = a.layout().shape().clone();
+    let (cells, c) = (shape[1], shape[2]);
+    let y = match Cells::of(a) {
+        Some(view) => forward(&view, flex::values(&b), cells, c, relu),
+        None => {
+            let a = a.to_contiguous();
+            let view = Cells::contiguous(flex::values(&a), cells, c);
+            forward(&view, flex::values(&b), cells, c, relu)
+        }
+    };
+    flex::tensor(y, shape)
 }
 
 impl BroadcastGate for Flex {
@@ -214,11 +265,26 @@ mod tests {
     }
 
     #[test]
-    fn evaluation_matches_too() {
+    fn evaluation_matches_too_on_slices_of_a_wider_tensor() {
         let dev = Device::flex();
-        let a = Tensor::<3>::random([3, 49, 16], Distribution::Normal(0.0, 1.0), &dev);
+        let wide = Tensor::<3>::random([3, 49, 40], Distribution::Normal(0.0, 1.0), &dev);
         let b = Tensor::<2>::random([3, 16], Distribution::Normal(0.0, 1.0), &dev);
-        let theirs = relu(a.clone()) * relu(b.clone()).unsqueeze_dim(1);
-        assert_eq!(crate::to_vec(gate(a, b, true)), crate::to_vec(theirs));
+        // Contiguous, and channels 8..24 of each cell read in place (rows 40 apart), as the
+        // fused projections' outputs arrive.
+        for a in [
+            Tensor::<3>::random([3, 49, 16], Distribution::Normal(0.0, 1.0), &dev),
+            wide.slice([0..3, 0..49, 8..24]),
+        ] {
+            let theirs = relu(a.clone()) * relu(b.clone()).unsqueeze_dim(1);
+            assert_eq!(
+                crate::to_vec(gate(a, b.clone(), true)),
+                crate::to_vec(theirs)
+            );
+        }
+        let empty = Tensor::<3>::zeros([0, 49, 16], &dev);
+        assert_eq!(
+            gate(empty, Tensor::zeros([0, 16], &dev), true).dims(),
+            [0, 49, 16]
+        );
     }
 }
