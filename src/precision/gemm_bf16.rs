@@ -222,8 +222,11 @@ pub fn matmul(a: View, b: View, bias: Option<&[f32]>) -> Vec<f32> {
                 .enumerate()
                 .for_each(|(blk, c)| {
                     let (i0, mc) = (blk * rows, c.len() / n);
+                    // One packing buffer for all of the blocks, cleared once: rows past `mc`
+                    // are multiplied but never stored, so what a block leaves there is harmless.
+                    let mut ap = vec![0u32; mc.div_ceil(MR) * MR * KP];
                     for (&p0, bp) in starts.iter().zip(&bps) {
-                        let (ap, layout) = pack_a(a, i0, mc, p0, depth(p0));
+                        let layout = pack_a(a, (i0, mc), (p0, depth(p0)), &mut ap);
                         let start = (p0 == 0).then_some(bias.map(|b| &b[j0..j0 + nc]));
                         let shape = (mc, nc, depth(p0).div_ceil(2));
                         block((&ap, layout), bp, (c, n, j0), start, shape);
@@ -298,20 +301,21 @@ fn pack_b(b: View, p0: usize, kc: usize, j0: usize, nc: usize) -> Vec<u32> {
     out
 }
 
-/// Rows `i0..i0+mc` × columns `p0..p0+kc` of A as 12-row panels of `MR × KP` lanes
-/// `(A[i, k], A[i, k+1])`, zeros past the edges, in one of two orders (both with constant
-/// strides, so the kernel addresses them by immediates):
+/// Rows `i0..i0+mc` × columns `p0..p0+kc` of A into `out` as 12-row panels of `MR × KP` lanes
+/// `(A[i, k], A[i, k+1])` (a zero in the high half of an odd `kc`'s last lane; lanes past `kc`
+/// and rows past `mc` are left as they are: never stored), in one of two orders (both with
+/// constant strides, so the kernel addresses them by immediates):
 /// - [`ALayout::RowMajor`] `[i][p]` where A's rows are contiguous: a row converts in place;
 /// - [`ALayout::PairMajor`] `[p][i]` otherwise (A transposed: the weight gradient `xᵀ·dY`),
 ///   where two columns of A give the 12 lanes of step `p` in one go.
-fn pack_a(a: View, i0: usize, mc: usize, p0: usize, kc: usize) -> (Vec<u32>, ALayout) {
+fn pack_a(a: View, (i0, mc): (usize, usize), (p0, kc): (usize, usize), out: &mut [u32]) -> ALayout {
     let kp = kc.div_ceil(2);
-    let mut out = vec![0u32; mc.div_ceil(MR) * MR * KP];
+    assert!(out.len() >= mc.div_ceil(MR) * MR * KP, "pack_a: buffer");
     if a.cs == 1 {
         for (r, lanes) in out.chunks_mut(KP).take(mc).enumerate() {
             row_pairs(&mut lanes[..kp], &a.data[(i0 + r) * a.rs + p0..][..kc]);
         }
-        return (out, ALayout::RowMajor);
+        return ALayout::RowMajor;
     }
     for (ip, panel) in out.chunks_mut(MR * KP).enumerate() {
         let ib = i0 + ip * MR;
@@ -330,7 +334,7 @@ fn pack_a(a: View, i0: usize, mc: usize, p0: usize, kc: usize) -> (Vec<u32>, ALa
             }
         }
     }
-    (out, ALayout::PairMajor)
+    ALayout::PairMajor
 }
 
 #[derive(Clone, Copy, PartialEq)]
