@@ -102,6 +102,14 @@ fn wgpu(kind: &str, _spec: Option<&str>) -> Result<Device> {
     )
 }
 
+/// Whether `device` is a GPU whose burn backend has bf16 tensors and products: CUDA or ROCm
+/// (HIP). Read from its name, as burn's dispatch device does not say otherwise which runtime
+/// holds a cubecl device.
+pub fn has_bf16(device: &Device) -> bool {
+    let name = format!("{device:?}");
+    name.contains("Cuda(") || name.contains("Hip(")
+}
+
 /// Whether burn's `flex` CPU backend runs `device` (with or without autodiff).
 pub fn is_flex(device: &Device) -> bool {
     let flex = Device::flex();

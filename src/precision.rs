@@ -8,7 +8,9 @@
 //!
 //! Like PyTorch's `autocast`, the choice is per thread: a command enters [`scope`] on the thread
 //! that runs the model, and concurrent tests on other threads are unaffected. bf16 runs on the
-//! CPU (`flex`) device with AVX512-BF16 ([`gemm_bf16`]); elsewhere [`check`] refuses it.
+//! CPU (`flex`) device with AVX512-BF16 ([`gemm_bf16`]) and, through burn's bf16 tensors, on CUDA
+//! and ROCm GPUs (`linear_cast`: there the products' outputs are rounded to bf16 too; not yet
+//! run on a GPU); [`check`] refuses it elsewhere (wgpu, a CPU without AVX512-BF16).
 
 pub mod gemm_bf16;
 mod matmul;
@@ -18,7 +20,7 @@ use std::str::FromStr;
 
 use anyhow::{Result, bail};
 use burn::nn::Linear;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, FloatDType, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -49,18 +51,23 @@ impl std::fmt::Display for Precision {
     }
 }
 
-/// Whether `precision` can run on `device` here: bf16 needs the CPU device and AVX512-BF16.
+/// Whether `precision` can run on `device` here: bf16 needs AVX512-BF16 on the CPU device, or
+/// a CUDA or ROCm GPU (wgpu's shading languages have no bf16 type).
 pub fn check(precision: Precision, device: &Device) -> Result<()> {
     if precision == Precision::F32 {
         return Ok(());
     }
-    if !crate::device::is_flex(device) {
-        bail!(
-            "--precision bf16 runs on the CPU device (cpu) only; {device:?} has no bf16 kernel here"
-        );
+    if crate::device::is_flex(device) {
+        if !gemm_bf16::available() {
+            bail!("--precision bf16 needs a CPU with AVX512-BF16 (vdpbf16ps); this one has none");
+        }
+        return Ok(());
     }
-    if !gemm_bf16::available() {
-        bail!("--precision bf16 needs a CPU with AVX512-BF16 (vdpbf16ps); this one has none");
+    if !crate::device::has_bf16(device) {
+        bail!(
+            "--precision bf16 runs on the CPU (with AVX512-BF16) or a CUDA / ROCm GPU; {device:?} \
+             (wgpu, Vulkan) has no bf16 type in its shaders"
+        );
     }
     Ok(())
 }
@@ -89,12 +96,24 @@ impl Drop for Scope {
 }
 
 /// `x [rows, d_in] · weight [d_in, d_out] + bias` in this thread's precision; on the CPU
-/// device through [`matmul`] (f32 or bf16), elsewhere burn's f32 product.
+/// device through [`matmul`] (f32 or bf16), elsewhere burn's product (bf16: [`linear_cast`]).
 pub fn linear_parts(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
-    if !crate::device::is_flex(&x.device()) {
-        return burn::tensor::module::linear(x, weight, bias);
+    match (crate::device::is_flex(&x.device()), current()) {
+        (true, precision) => matmul::linear(x, weight, bias, precision),
+        (false, Precision::F32) => burn::tensor::module::linear(x, weight, bias),
+        (false, Precision::Bf16) => linear_cast(x, weight, bias),
     }
-    matmul::linear(x, weight, bias, current())
+}
+
+/// bf16 on a GPU: the operands cast to bf16 tensors and multiplied by burn (on CUDA its
+/// tensor-core kernels: bf16 multiplies, f32 sums, the output rounded to bf16, as PyTorch's
+/// autocast leaves it), the result cast back to f32. burn's autodiff casts each gradient back
+/// to its input's dtype, so weights, their gradients and Adam's state stay f32. Not yet run on
+/// a GPU: `tools/gpu-check.sh` runs it (tests/device.rs) where one is lent.
+fn linear_cast(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
+    let (x, weight) = (x.cast(FloatDType::BF16), weight.cast(FloatDType::BF16));
+    let bias = bias.map(|b| b.cast(FloatDType::BF16));
+    burn::tensor::module::linear(x, weight, bias).cast(FloatDType::F32)
 }
 
 /// `l.forward(x)` for `x [rows, d_in]`, in this thread's precision.
@@ -119,5 +138,56 @@ mod tests {
         assert_eq!(current(), Precision::F32);
         assert!("bf17".parse::<Precision>().is_err());
         assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
+    }
+
+    /// The GPUs' bf16 path, run here on the CPU device (burn-flex has bf16 tensors too: its
+    /// products convert them to f32 and round the output back).
+    #[test]
+    fn the_gpu_path_rounds_operands_and_output_to_bf16_and_keeps_gradients_f32() {
+        use burn::tensor::{DType, Distribution::Normal, TensorData};
+        let dev = Device::flex().autodiff();
+        let normal = |s: [usize; 2]| Tensor::<2>::random(s, Normal(0.0, 1.0), &dev);
+        let (x, w, r) = (normal([20, 45]), normal([45, 30]), normal([20, 30]));
+        let (x, w) = (x.require_grad(), w.require_grad());
+        let b = Tensor::<1>::random([30], Normal(0.0, 1.0), &dev).require_grad();
+
+        let y = linear_cast(x.clone(), w.clone(), Some(b.clone()));
+        let grads = (y.clone() * r.clone()).sum().backward();
+        let (gx, gw) = (x.grad(&grads).unwrap(), w.grad(&grads).unwrap());
+        assert_eq!([y.dtype(), gx.dtype(), gw.dtype()], [DType::F32; 3]);
+        let values = crate::to_vec(y.clone());
+        assert!(
+            values.iter().all(|&v| gemm_bf16::round_bf16(v) == v),
+            "the output was not rounded to bf16"
+        );
+        // References: f32 products of the rounded operands; the tolerance is the bf16 rounding
+        // of the product and of the sum with the bias (2⁻⁹ relative each), with room.
+        let rounded = |t: Tensor<2>| {
+            let v = crate::to_vec(t.clone())
+                .into_iter()
+                .map(gemm_bf16::round_bf16);
+            Tensor::<2>::from_data(TensorData::new(v.collect(), t.dims()), &t.device())
+        };
+        let (xi, wi, ri) = (x.inner(), w.inner(), r.inner());
+        let bias = rounded(b.inner().unsqueeze::<2>());
+        let close = |got: Tensor<2>, want: Tensor<2>, what: &str| {
+            for (g, w) in crate::to_vec(got).iter().zip(crate::to_vec(want)) {
+                assert!(
+                    (g - w).abs() <= 8e-3 * (1.0 + w.abs()),
+                    "{what}: {g} vs {w}"
+                );
+            }
+        };
+        close(
+            y.inner(),
+            rounded(xi.clone()).matmul(rounded(wi.clone())) + bias,
+            "y",
+        );
+        close(
+            gx,
+            rounded(ri.clone()).matmul(rounded(wi).transpose()),
+            "dx",
+        );
+        close(gw, rounded(xi).transpose().matmul(rounded(ri)), "dW");
     }
 }

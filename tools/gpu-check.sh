@@ -7,8 +7,9 @@
 #                               `cuda,wgpu`, pack them, the libraries they load and the golden
 #                               vectors into .gpu-bundle/ (ignored by git), print the sizes
 #   tools/gpu-check.sh stage    there, when the bundle travels in two calls: unpack what came
-#   tools/gpu-check.sh run      there: parity tests on cuda and wgpu, device tests on cuda,
-#                               `cace bench --device cuda --json`, a 200-epoch training on a
+#   tools/gpu-check.sh run      there: parity tests on cuda and wgpu, device tests on cuda (bf16
+#                               among them), `cace bench --device cuda --json` in f32 and in
+#                               bf16, a 200-epoch training on a
 #                               full-size (4,143-video) synthetic set (time-capped), one summary
 #
 # A device call carries at most 64 MiB (checkout included). When .gpu-bundle/ fits, one call:
@@ -215,6 +216,7 @@ run_checks() {
     step "device tests on $dev" "$(cap 150)" env CACE_TEST_DEVICE="$dev" "$bin/device"
   fi
   step "bench on $dev" "$(cap 120)" sh -c "'$bin/cace' bench --device '$dev' --json --reps $reps > '$out/bench.json'"
+  step "bench on $dev, bf16" "$(cap 60)" sh -c "'$bin/cace' bench --device '$dev' --precision bf16 --json --reps $reps > '$out/bench-bf16.json'"
   step "synthetic set ($videos videos)" "$(cap 150)" "$bin/cace" synth --out "$work/synth" --videos "$videos" --f32
   step "train $epochs epochs on $dev" "$(cap 100000)" "$bin/cace" train --data "$work/synth" --out "$work/run" \
     --epochs "$epochs" --device "$dev"
@@ -223,10 +225,11 @@ run_checks() {
 import json, os, sys
 run, out, epochs, total = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 s = {"wall_s": total}
-try:
-    s["bench"] = json.load(open(os.path.join(out, "bench.json")))
-except Exception as e:
-    s["bench"] = f"none ({e})"
+for key, name in (("bench", "bench.json"), ("bench_bf16", "bench-bf16.json")):
+    try:
+        s[key] = json.load(open(os.path.join(out, name)))
+    except Exception as e:
+        s[key] = f"none ({e})"
 try:
     m = [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl")) if l.strip()]
 except Exception:

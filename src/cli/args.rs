@@ -33,7 +33,7 @@ pub struct CheckpointArg {
 #[derive(clap::Args)]
 pub struct PrecisionArg {
     /// `f32` (the default and the parity standard) or `bf16`: the large multiplies with bf16
-    /// operands and f32 sums (CPU with AVX512-BF16; README, "bf16 on the CPU").
+    /// operands and f32 sums (a CPU with AVX512-BF16, or a CUDA GPU; README, "bf16").
     #[arg(long = "precision", value_name = "f32|bf16")]
     pub value: Option<cace_net::precision::Precision>,
 }
