@@ -96,7 +96,8 @@ impl Drop for Scope {
 }
 
 /// `x [rows, d_in] · weight [d_in, d_out] + bias` in this thread's precision; on the CPU
-/// device through [`matmul`] (f32 or bf16), elsewhere burn's product (bf16: [`linear_cast`]).
+/// device through `precision/matmul.rs` (f32 or bf16), elsewhere burn's product (bf16:
+/// `linear_cast`).
 pub fn linear_parts(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
     match (crate::device::is_flex(&x.device()), current()) {
         (true, precision) => matmul::linear(x, weight, bias, precision),
