@@ -43,10 +43,8 @@ fn main() {
     let mut times = Vec::new();
     for i in 0..warmup + reps {
         let ((_, sys0, faults0), start) = (cpu_times(), std::time::Instant::now());
-        cace_net::pool::run(|| {
-            let out = model.forward(v.clone(), a.clone(), ForwardOptions::bece_on());
-            let _ = out.event_scores.into_data();
-        });
+        let out = model.forward(v.clone(), a.clone(), ForwardOptions::bece_on());
+        let _ = out.event_scores.into_data();
         let ms = start.elapsed().as_secs_f64() * 1e3;
         let (_, sys1, faults1) = cpu_times();
         let tag = if i < warmup { " (warm-up)" } else { "" };

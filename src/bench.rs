@@ -201,12 +201,9 @@ pub fn run(device: &Device, reps: usize) -> BenchResult {
     });
 
     let eval_model = model.valid();
-    // One evaluation forward, on the pool's threads.
     let evaluate = |v: &Tensor<5>, a: &Tensor<3>| {
-        crate::pool::run(|| {
-            let out = eval_model.forward(v.clone(), a.clone(), ForwardOptions::bece_on());
-            sync(out.event_scores);
-        })
+        let out = eval_model.forward(v.clone(), a.clone(), ForwardOptions::bece_on());
+        sync(out.event_scores);
     };
     let (ve, ae, _) = inputs(b, &mut rng, device);
     let eval = phase(1, reps, || evaluate(&ve, &ae));

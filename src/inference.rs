@@ -86,7 +86,7 @@ pub fn predict_split(
         let rows = batch.rows.clone();
         let b = rows.len();
         let (visual, audio, targets) = batch.into_tensors(false, device);
-        let out = crate::pool::run(|| model.forward(visual, audio, ForwardOptions::bece_on()));
+        let out = model.forward(visual, audio, ForwardOptions::bece_on());
         let logits = to_vec(out.is_event);
         let scores = to_vec(out.event_scores);
         let pred = predict(&logits, &scores, b);
@@ -143,11 +143,11 @@ pub fn run_row(model: &CaceNet, data: &AveDir, row: usize, device: &Device) -> R
     data.read_audio(&[row], &mut a)?;
     let visual = TensorData::new(v, [1, T, dims[1], dims[2], dims[3]]);
     let audio = TensorData::new(a, [1, T, data.audio_dim()]);
-    let (visual, audio) = (
+    let out = model.forward(
         Tensor::<5>::from_data(visual, device),
         Tensor::<3>::from_data(audio, device),
+        ForwardOptions::bece_on(),
     );
-    let out = crate::pool::run(|| model.forward(visual, audio, ForwardOptions::bece_on()));
     let logits = to_vec(out.is_event);
     let pred = predict(&logits, &to_vec(out.event_scores), 1);
     let truth = if data.has_labels() {

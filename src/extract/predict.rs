@@ -146,7 +146,7 @@ pub fn predict_video_with(
             device,
         );
         let sound = Tensor::<3>::from_data(TensorData::new(w.audio, [1, T, audio.dim()]), device);
-        let out = crate::pool::run(|| model.forward(visual, sound, ForwardOptions::bece_on()));
+        let out = model.forward(visual, sound, ForwardOptions::bece_on());
         if let Some(dir) = attention {
             let Some(maps) = out.spatial_maps else {
                 bail!(

@@ -159,8 +159,20 @@ impl CaceNet {
         self.forward_traced(visual, audio, opts, &mut Trace::off())
     }
 
-    /// `visual [B, T, 7, 7, Cv]`, `audio [B, T, Ca]`; records activations into `trace`.
+    /// `visual [B, T, 7, 7, Cv]`, `audio [B, T, Ca]`; records activations into `trace`. Runs on
+    /// the pool's threads ([`crate::pool`]; in place when already there, as in a training step).
     pub fn forward_traced(
+        &self,
+        visual: Tensor<5>,
+        audio: Tensor<3>,
+        opts: ForwardOptions,
+        trace: &mut Trace,
+    ) -> CaceOutput {
+        crate::pool::run(|| self.forward_here(visual, audio, opts, trace))
+    }
+
+    /// [`Self::forward_traced`] on the calling thread.
+    fn forward_here(
         &self,
         visual: Tensor<5>,
         audio: Tensor<3>,

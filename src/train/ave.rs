@@ -197,8 +197,7 @@ pub fn evaluate(
     for batch in source.iter(shapes, batches, zero_audio, device) {
         let batch = batch?;
         let tg = batch.targets.context("evaluation needs labels")?;
-        let forward = || model.forward(batch.visual, batch.audio, ForwardOptions::bece_on());
-        let out = crate::pool::run(forward);
+        let out = model.forward(batch.visual, batch.audio, ForwardOptions::bece_on());
         outputs.push(vec![flat(out.is_event), flat(out.event_scores)]);
         segments.push(tg.segment);
     }
