@@ -175,12 +175,18 @@ impl Cache {
         } else if tail.1 > 0 {
             unmap(tail.0 as *mut u8, tail.1);
         }
-        if k.origin != k.ptr
+        self.hand_out(k.ptr, k.origin);
+        Some(k.ptr as *mut u8)
+    }
+
+    /// Records a block handed out from inside the mapping that starts at `origin` (nothing for
+    /// a mapping's start), so that [`Cache::keep`] joins it to that mapping's kept parts.
+    fn hand_out(&mut self, ptr: usize, origin: usize) {
+        if origin != ptr
             && let Some(slot) = self.pieces.iter_mut().find(|p| p.is_none())
         {
-            *slot = Some((k.ptr, k.origin));
+            *slot = Some((ptr, origin));
         }
-        Some(k.ptr as *mut u8)
     }
 
     /// Keeps a freed block of `len` bytes (dropping the oldest when every slot is taken),
@@ -241,11 +247,8 @@ impl Cache {
             return Found::None;
         }
         // Lengthened where it was: still a part of its mapping (a piece when not its start).
-        if p as usize == k.ptr
-            && k.origin != k.ptr
-            && let Some(slot) = self.pieces.iter_mut().find(|p| p.is_none())
-        {
-            *slot = Some((k.ptr, k.origin));
+        if p as usize == k.ptr {
+            self.hand_out(k.ptr, k.origin);
         }
         Found::Grown(p.cast(), k.len)
     }

@@ -304,9 +304,6 @@ mod tests {
         apply_mask(seed, p, &vec![1.0; n], false)
     }
 
-    /// The op's output and gradient against burn's `x * mask` with the mask made apart: the
-    /// backward must draw the forward's mask again, element for element (a non-contiguous
-    /// input spanning several tasks).
     /// The mask is its definition — element `e` dropped when the 32-bit half `e mod 2` of
     /// `mix(seed ^ mix(⌊e/2⌋))` is below `p·2³²` — on the AVX-512 path and the plain one,
     /// bit for bit, across task boundaries and an odd length, NaN kept.
@@ -345,6 +342,9 @@ mod tests {
         }
     }
 
+    /// The op's output and gradient against burn's `x * mask` with the mask made apart: the
+    /// backward must draw the forward's mask again, element for element (a non-contiguous
+    /// input spanning several tasks).
     #[test]
     fn backward_draws_the_forward_mask_again() {
         let _rng = crate::rng_lock(); // draws from the device generator
