@@ -7,6 +7,7 @@
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 
+use super::bmm_flex::bmm;
 use super::dropout::Dropout;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Distribution, Tensor};
@@ -187,14 +188,14 @@ impl MultiheadAttention {
         let split = |x: Tensor<3>, l: usize| x.reshape([b, l, h, dh]).swap_dims(1, 2); // [B, H, L, dh]
         let q = split(q, lq).mul_scalar(1.0 / (dh as f64).sqrt());
         let (k, v) = (split(k, lk), split(v, lk));
-        let weights = softmax(q.matmul(k.swap_dims(2, 3)), 3); // [B, H, Lq, Lk]
+        let weights = softmax(bmm(q, k.swap_dims(2, 3)), 3); // [B, H, Lq, Lk]
         if trace.is_on() {
             trace.record(
                 (name, ":attn_weights"),
                 &weights.clone().mean_dim(1).reshape([b, lq, lk]),
             );
         }
-        let ctx = self.attn_dropout.forward(weights).matmul(v); // [B, H, Lq, dh]
+        let ctx = bmm(self.attn_dropout.forward(weights), v); // [B, H, Lq, dh]
         let out = self
             .out_proj
             .forward(ctx.swap_dims(1, 2).reshape([b, lq, e]));
