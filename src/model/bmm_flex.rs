@@ -43,7 +43,7 @@ pub fn bmm<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
 
 /// One operand: item `(i, j)`'s element `(r, c)` at `data[i·bs + j·hs + r·rs + c·cs]`, with
 /// `j < heads` (`heads` = 1, `hs` = 0 for a 3-d operand).
-struct Operand<'a> {
+pub(super) struct Operand<'a> {
     data: &'a [f32],
     batch: [usize; 2],
     rows: usize,
@@ -55,8 +55,16 @@ struct Operand<'a> {
 }
 
 impl Operand<'_> {
+    pub(super) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub(super) fn cols(&self) -> usize {
+        self.cols
+    }
+
     /// Item `i` (`i = i₀·heads + j`) as a strided matrix.
-    fn item(&self, i: usize) -> strided::View<'_> {
+    pub(super) fn item(&self, i: usize) -> strided::View<'_> {
         let (outer, head) = (i / self.batch[1], i % self.batch[1]);
         strided::View::new(
             &self.data[outer * self.bs + head * self.hs..],
@@ -67,7 +75,7 @@ impl Operand<'_> {
 }
 
 /// `t` (3-d or 4-d, non-negative strides), transposed per item when `transpose`.
-fn operand(t: &FlexTensor, transpose: bool) -> Operand<'_> {
+pub(super) fn operand(t: &FlexTensor, transpose: bool) -> Operand<'_> {
     let layout = t.layout();
     let (shape, strides) = (layout.shape(), layout.strides());
     let d = shape.len();

@@ -8,6 +8,7 @@ use burn::module::Module;
 use burn::nn::{LayerNorm, Linear};
 
 use super::bmm_flex::bmm;
+use super::cell_attention_flex;
 use super::dropout::Dropout;
 use super::gate_flex::gate;
 use burn::tensor::activation::{relu, sigmoid, softmax};
@@ -120,6 +121,9 @@ impl CoGuidedAttention {
         k: Tensor<3>,
         v: Tensor<3>,
     ) -> Tensor<3> {
+        if cell_attention_flex::applies(x, &self.v_norm) {
+            return cell_attention_flex::attend(q, k, v, x, &self.v_norm); // one pass
+        }
         let scores = softmax(bmm(q, k.swap_dims(1, 2)), 2); // [BT, 49, 49]
         norm(
             &self.v_norm,

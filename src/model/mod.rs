@@ -4,6 +4,7 @@
 pub mod batch_norm;
 pub mod batch_norm_flex;
 pub mod bmm_flex;
+pub mod cell_attention_flex;
 pub mod coguide;
 pub mod dropout;
 pub mod gate_flex;

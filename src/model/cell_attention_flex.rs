@@ -1,0 +1,218 @@
+//! AVCA's spatial self-attention over the 49 cells, `LN(X + softmax(Q Kᵀ) V)`, in evaluation on
+//! the CPU (`flex`): each batch item is one rayon task that multiplies, normalises the scores
+//! and the output rows while they are in cache, and writes its output once.
+//!
+//! Why our own: without autodiff burn runs it as five passes over `[B·T, 49, ·]` tensors — the
+//! two batched products, a softmax, the residual add (on one thread, copying X first since X
+//! is shared) and LayerNorm: ~43 ms of a ~260 ms bf16 evaluation of 64 videos, for AVCA's two
+//! branches. Training keeps the composition ([`super::bmm_flex`], [`super::layer_norm_flex`]),
+//! whose backward needs its parts. The products are gemm's calls as in `bmm_flex` and the
+//! softmax is burn-flex's row by row (bit for bit); the LayerNorm's statistics are summed in
+//! f64 as in training ([`super::layer_norm_flex`]), not in f32 as burn-flex's evaluation does.
+
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Dispatch, Flex, backend_extension};
+use burn::nn::LayerNorm;
+use burn::tensor::Tensor;
+use burn_flex::FlexTensor;
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::bmm_flex::operand;
+use super::layer_norm_flex::row_stats;
+use super::nn::LAYER_NORM_EPS;
+use crate::device::is_flex;
+use crate::flex;
+use crate::strided::{self, Mat, View};
+
+#[backend_extension(Flex)]
+pub trait CellAttention: burn::backend::Backend {
+    /// `q, k [N, L, Dk]`, `v, x [N, L, C]`, `gamma`, `beta [C]` →
+    /// `LN(x + softmax(q kᵀ) v)` per item, `[N, L, C]`.
+    fn cell_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self>;
+}
+
+/// Whether [`attend`] runs here: evaluating (no autodiff) on the CPU, with a LayerNorm that
+/// has β; elsewhere the caller composes the attention from burn's operations.
+pub fn applies(x: &Tensor<3>, ln: &LayerNorm) -> bool {
+    let device = x.device();
+    ln.beta.is_some() && !device.is_autodiff() && is_flex(&device)
+}
+
+/// `ln(x + softmax(q kᵀ, 2) v)` (no scaling of the scores) in one pass, where [`applies`]
+/// says so. `ln` is built by [`super::nn::layer_norm`] (ε = [`LAYER_NORM_EPS`]).
+pub fn attend(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    x: &Tensor<3>,
+    ln: &LayerNorm,
+) -> Tensor<3> {
+    assert!(applies(x, ln), "cell attention: evaluation on the CPU only");
+    let beta = ln.beta.as_ref().expect("checked by applies");
+    let y = <Dispatch as CellAttention>::cell_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        x.clone().into_dispatch(),
+        ln.gamma.val().into_dispatch(),
+        beta.val().into_dispatch(),
+        LAYER_NORM_EPS,
+    );
+    Tensor::from_dispatch(y)
+}
+
+impl CellAttention for Flex {
+    fn cell_attention(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        eps: f64,
+    ) -> FlexTensor {
+        let [n, l, c] = x.layout().shape().dims::<3>();
+        let (q, k, v) = (
+            flex::non_negative_strides(&q),
+            flex::non_negative_strides(&k),
+            flex::non_negative_strides(&v),
+        );
+        let (q, kt, v) = (operand(&q, false), operand(&k, true), operand(&v, false));
+        let dk = q.cols();
+        assert!(
+            q.rows() == l && kt.cols() == l && kt.rows() == dk && v.rows() == l && v.cols() == c,
+            "cell attention: shapes"
+        );
+        let x = x.to_contiguous();
+        let (gamma, beta) = (flex::to_vec(&gamma), flex::to_vec(&beta));
+        let item =
+            |i: usize, y: &mut [std::mem::MaybeUninit<f32>], s: &mut [f32], o: &mut [f32]| {
+                // Scores [L, L], each row a softmax.
+                let par = Parallelism::None;
+                strided::gemm_into(
+                    Mat::new(s, l, 1),
+                    q.item(i),
+                    kt.item(i),
+                    [l, l, dk],
+                    false,
+                    par,
+                );
+                s.chunks_mut(l).for_each(softmax_row);
+                // Output [L, C] = scores · V, then each row: + X, LayerNorm.
+                let scores = View::new(s, l, 1);
+                strided::gemm_into(Mat::new(o, c, 1), scores, v.item(i), [l, c, l], false, par);
+                let xs = &flex::values(&x)[i * l * c..][..l * c];
+                for ((y, o), x) in y.chunks_mut(c).zip(o.chunks_mut(c)).zip(xs.chunks(c)) {
+                    o.iter_mut().zip(x).for_each(|(o, &x)| *o += x);
+                    let (mu, r) = row_stats(o, eps);
+                    for (((y, &o), &g), &b) in y.iter_mut().zip(&*o).zip(&gamma).zip(&beta) {
+                        y.write((o - mu) * r * g + b);
+                    }
+                }
+            };
+        let mut y = Vec::with_capacity(n * l * c);
+        if l * c > 0 {
+            y.spare_capacity_mut()[..n * l * c]
+                .par_chunks_mut(l * c)
+                .enumerate()
+                .for_each_init(
+                    || (vec![0f32; l * l], vec![0f32; l * c]),
+                    |(s, o), (i, y)| item(i, y, s, o),
+                );
+        }
+        // SAFETY: every item wrote its `L·C` outputs.
+        unsafe { y.set_len(n * l * c) };
+        flex::tensor(y, [n, l, c])
+    }
+}
+
+/// burn-flex's softmax of a row, in its order of operations (so its values bit for bit): the
+/// maximum, `exp(x − max)` summed left to right, then each times `1 / sum`.
+fn softmax_row(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::activation::softmax;
+    use burn::tensor::{Device, Distribution};
+
+    /// Against burn's composition: strided Q, K, V slices of one wider tensor, as AVCA's fused
+    /// projections hand them over. Tolerance: burn-flex's LayerNorm sums in f32 (its statistics
+    /// differ by ~1e-7 relative from ours in f64), scaled by |γ·x̂| ≤ ~10.
+    #[test]
+    fn matches_burns_composition() {
+        let dev = Device::flex();
+        let (n, l, dk, c) = (6, 49, 16, 40);
+        let normal = |s: [usize; 3]| Tensor::<3>::random(s, Distribution::Normal(0.0, 1.0), &dev);
+        let p = normal([n, l, 2 * dk + c]);
+        let (q, k, v) = (
+            p.clone().narrow(2, 0, dk),
+            p.clone().narrow(2, dk, dk),
+            p.narrow(2, 2 * dk, c),
+        );
+        let x = normal([n, l, c]);
+        // γ and β away from 1 and 0, so that a mix-up between them shows.
+        let mut ln = super::super::nn::layer_norm(c, &dev);
+        let param = |mean: f64| {
+            burn::module::Param::from_tensor(Tensor::random(
+                [c],
+                Distribution::Normal(mean, 0.5),
+                &dev,
+            ))
+        };
+        ln.gamma = param(1.0);
+        ln.beta = Some(param(0.0));
+        assert!(applies(&x, &ln));
+        let ours = attend(q.clone(), k.clone(), v.clone(), &x, &ln);
+        let theirs = ln.forward(x + softmax(q.matmul(k.swap_dims(1, 2)), 2).matmul(v));
+        assert_eq!(ours.dims(), [n, l, c]);
+        let (ours, theirs) = (crate::to_vec(ours), crate::to_vec(theirs));
+        let worst = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "largest difference {worst}");
+        let spread = theirs.iter().map(|v| v.abs()).fold(0f32, f32::max);
+        assert!(spread > 1.0, "outputs too small to test anything: {spread}");
+    }
+
+    #[test]
+    fn softmax_rows_are_burns_bit_for_bit() {
+        let dev = Device::flex();
+        let t = Tensor::<2>::random([7, 49], Distribution::Normal(0.0, 3.0), &dev);
+        let mut ours = crate::to_vec(t.clone());
+        ours.chunks_mut(49).for_each(softmax_row);
+        assert_eq!(ours, crate::to_vec(softmax(t, 1)));
+    }
+
+    #[test]
+    fn not_used_in_training() {
+        let dev = Device::flex().autodiff();
+        let t = Tensor::<3>::zeros([1, 2, 4], &dev);
+        let ln = super::super::nn::layer_norm(4, &dev);
+        assert!(!applies(&t, &ln));
+        assert!(applies(
+            &t.inner(),
+            &super::super::nn::layer_norm(4, &Device::flex())
+        ));
+    }
+}
