@@ -113,7 +113,8 @@ impl CoGuidedAttention {
     }
 
     /// Spatial self-attention over the 49 cells, no 1/√d scaling:
-    /// `LN_v_norm(X + Drop(softmax(q kᵀ) v))`, all `[BT, 49, ·]`.
+    /// `LN_v_norm(X + Drop(softmax(q kᵀ) v))`, all `[BT, 49, ·]`. Evaluating on the CPU
+    /// (dropout is the identity there), one pass per item: `cell_attention_flex.rs`.
     fn spatial_self_attention(
         &self,
         x: &Tensor<3>,
@@ -122,7 +123,7 @@ impl CoGuidedAttention {
         v: Tensor<3>,
     ) -> Tensor<3> {
         if cell_attention_flex::applies(x, &self.v_norm) {
-            return cell_attention_flex::attend(q, k, v, x, &self.v_norm); // one pass
+            return cell_attention_flex::attend(q, k, v, x, &self.v_norm);
         }
         let scores = softmax(bmm(q, k.swap_dims(1, 2)), 2); // [BT, 49, 49]
         norm(
