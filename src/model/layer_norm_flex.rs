@@ -62,7 +62,9 @@ const ROWS_PER_TASK: usize = 16;
 
 /// Mean and 1/√(biased variance + eps) of a row (f64 sums). Eight partial sums side by side:
 /// one running sum is a chain of dependent f64 additions (~4 cycles each), which made the
-/// statistics cost more than the rest of the normalisation.
+/// statistics cost more than the rest of the normalisation. Inlined always, so that a caller
+/// built for AVX-512 (`cell_attention_flex.rs`) vectorises it with its own features.
+#[inline(always)]
 pub(super) fn row_stats(row: &[f32], eps: f64) -> (f32, f32) {
     let n = row.len() as f64;
     let mean = lane_sum(row, |v| v as f64) / n;
@@ -71,6 +73,7 @@ pub(super) fn row_stats(row: &[f32], eps: f64) -> (f32, f32) {
 }
 
 /// `Σ f(v)` over `row`, in eight partial sums added at the end.
+#[inline(always)]
 fn lane_sum(row: &[f32], f: impl Fn(f32) -> f64) -> f64 {
     const L: usize = 8;
     let mut acc = [0f64; L];
