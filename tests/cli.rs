@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use cace_net::checkpoint::pth::DType;
@@ -60,7 +60,8 @@ fn f64_to_f32(src: &Path, dst: &Path) {
 /// other tensor, view and storage sharing stays as it was.
 #[test]
 fn python_tool_rewrites_f64_storages_as_f32() {
-    let dir = tmp("convert");
+    let scratch = tmp("convert");
+    let dir = scratch.path();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_f32.pth");
     let dst = dir.join("tiny_converted.pth");
     f64_to_f32(&src, &dst);
@@ -84,14 +85,14 @@ fn python_tool_rewrites_f64_storages_as_f32() {
     let not_written = dir.join("legacy_converted.pth");
     assert!(!run_f64_to_f32(&legacy, &not_written).status.success());
     assert!(!not_written.exists());
-    let _ = std::fs::remove_dir_all(dir);
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cace-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A scratch folder for one test, removed when the test ends (`tempfile`), pass or fail.
+fn tmp(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("cace-cli-{name}-"))
+        .tempdir()
+        .expect("a scratch folder")
 }
 
 /// The golden inputs as a 3-row AVE dataset (float64 features, like the real files); the test
@@ -197,7 +198,8 @@ fn check_against_golden(json: &Value) {
     ignore = "golden vectors absent: set CACE_GOLDEN_DIR or provide ../shared/golden"
 )]
 fn predict_reproduces_official_outputs_with_both_formats_and_f32() {
-    let dir = tmp("golden");
+    let scratch = tmp("golden");
+    let dir = scratch.path();
     let data = dir.join("ave");
     golden_dataset(&data);
 
@@ -249,7 +251,6 @@ fn predict_reproduces_official_outputs_with_both_formats_and_f32() {
     let (ok, stdout, _) = cace(&["info", "--checkpoint", native_dir.to_str().unwrap()]);
     assert!(ok);
     assert!(stdout.contains("13118681 total, 9283417 used"), "{stdout}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn expect_error(args: &[&str], needles: &[&str]) {
@@ -269,7 +270,8 @@ fn expect_error(args: &[&str], needles: &[&str]) {
     ignore = "golden vectors absent: set CACE_GOLDEN_DIR or provide ../shared/golden"
 )]
 fn bad_checkpoints_name_the_file_and_the_key() {
-    let dir = tmp("bad");
+    let scratch = tmp("bad");
+    let dir = scratch.path();
     let data = dir.join("ave");
     golden_dataset(&data);
     let native_dir = dir.join("native");
@@ -362,14 +364,14 @@ fn bad_checkpoints_name_the_file_and_the_key() {
     run(&dir.join("nope.pth.tar"), &["nope.pth.tar"]);
     std::fs::remove_file(data.join("audio_feature.h5")).unwrap();
     run(&native_dir, &["audio_feature.h5"]);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Without the optional `video` feature, the two video commands fail and say how to enable it.
 #[cfg(not(feature = "video"))]
 #[test]
 fn video_commands_say_how_to_enable_the_feature() {
-    let dir = tmp("no-video");
+    let scratch = tmp("no-video");
+    let dir = scratch.path();
     let clip = dir.join("clip.mp4");
     std::fs::write(&clip, b"not decoded").unwrap();
     let (clip, out) = (clip.to_str().unwrap(), dir.join("out"));
@@ -406,7 +408,8 @@ fn video_commands_say_how_to_enable_the_feature() {
     ignore = "golden vectors not found: set CACE_GOLDEN_DIR or add ../shared/golden"
 )]
 fn feature_width_mismatch_is_an_error_not_a_panic() {
-    let dir = tmp("width");
+    let scratch = tmp("width");
+    let dir = scratch.path();
     for (name, vdim, adim) in [("visual256", 256, 128), ("audio64", 512, 64)] {
         let data = dir.join(name);
         let v = vec![0.5f32; 3 * 10 * 49 * vdim];
@@ -469,7 +472,8 @@ fn feature_width_mismatch_is_an_error_not_a_panic() {
 )]
 fn outputs_onto_directories_and_fifos() {
     use std::os::unix::fs::FileTypeExt;
-    let dir = tmp("special-out");
+    let scratch = tmp("special-out");
+    let dir = scratch.path();
     let data = dir.join("ave");
     golden_dataset(&data);
     let ckpt = golden_ckpt();
@@ -529,7 +533,8 @@ fn outputs_onto_directories_and_fifos() {
 fn huge_config_sizes_are_refused_before_allocating() {
     use cace_net::checkpoint::{StateDict, StoredTensor};
     use cace_net::config::ModelConfig;
-    let dir = tmp("huge-config");
+    let scratch = tmp("huge-config");
+    let dir = scratch.path();
     let t = |shape: Vec<usize>| StoredTensor {
         data: vec![0.5; shape.iter().product()],
         shape,
@@ -571,5 +576,4 @@ fn huge_config_sizes_are_refused_before_allocating() {
     ] {
         assert!(err.contains(needle), "should mention `{needle}`: {err}");
     }
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -26,11 +26,12 @@ fn cace(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     out
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cace-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A scratch folder for one test, removed when the test ends (`tempfile`), pass or fail.
+fn tmp(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("cace-train-{name}-"))
+        .tempdir()
+        .expect("a scratch folder")
 }
 
 /// 20 rows with real labels (annotation rows 0, 200, 400, ...) and random features:
@@ -151,7 +152,8 @@ fn metrics(run: &Path) -> Vec<Value> {
 
 #[test]
 fn sigkill_mid_epoch_then_resume_gives_the_same_run() {
-    let dir = tmp("resume");
+    let scratch = tmp("resume");
+    let dir = scratch.path();
     let data = dir.join("data");
     tiny_dataset(&data);
     let cfg = config(&dir);
@@ -223,12 +225,12 @@ fn sigkill_mid_epoch_then_resume_gives_the_same_run() {
     assert_eq!(m[0]["bece_on"], false);
     assert_eq!(m[1]["bece_on"], true);
     assert!(m[1]["loss_terms"]["contrastive"].as_f64().unwrap() > 0.0);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn bad_datasets_fail_naming_the_file_and_keep_the_run() {
-    let dir = tmp("bad");
+    let scratch = tmp("bad");
+    let dir = scratch.path();
     let data = dir.join("data");
     tiny_dataset(&data);
     let cfg = config(&dir);
@@ -324,12 +326,12 @@ fn bad_datasets_fail_naming_the_file_and_keep_the_run() {
     }
     std::fs::write(data.join("Annotations.txt"), text).unwrap();
     fails(&["Annotations.txt", "line 7"]);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn streaming_batches_from_disk_gives_the_same_run_as_memory() {
-    let dir = tmp("stream");
+    let scratch = tmp("stream");
+    let dir = scratch.path();
     let data = dir.join("data");
     tiny_dataset(&data);
     let run = |in_memory: bool| {
@@ -343,12 +345,12 @@ fn streaming_batches_from_disk_gives_the_same_run_as_memory() {
     let (memory, disk) = (run(true), run(false));
     assert_eq!(memory.len(), 2);
     assert_eq!(memory, disk);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn several_seeds_report_mean_and_std() {
-    let dir = tmp("seeds");
+    let scratch = tmp("seeds");
+    let dir = scratch.path();
     let data = dir.join("data");
     tiny_dataset(&data);
     let cfg = dir.join("cfg.json");
@@ -375,14 +377,14 @@ fn several_seeds_report_mean_and_std() {
     assert!((summary["test_acc_at_best_val"]["mean"].as_f64().unwrap() - mean).abs() < 1e-9);
     assert!((summary["test_acc_at_best_val"]["std"].as_f64().unwrap() - std).abs() < 1e-9);
     assert!(String::from_utf8_lossy(&o.stdout).contains("official CACE-Net protocol"));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A finished run whose last/ was deleted is neither overwritten nor restarted (issue #13,
 /// bug 2): both `train` and `train --resume` fail, naming what is there, and every file stays.
 #[test]
 fn run_without_last_is_never_overwritten() {
-    let dir = tmp("no-last");
+    let scratch = tmp("no-last");
+    let dir = scratch.path();
     let data = dir.join("data");
     tiny_dataset(&data);
     let cfg = config(&dir);
@@ -419,7 +421,8 @@ fn run_without_last_is_never_overwritten() {
 /// Bad config values fail before anything is written, naming the field (issue #13, bugs 4–6).
 #[test]
 fn bad_config_fields_are_named_before_anything_is_written() {
-    let dir = tmp("bad-cfg");
+    let scratch = tmp("bad-cfg");
+    let dir = scratch.path();
     let data = dir.join("data");
     tiny_dataset(&data);
     for (json, field) in [
@@ -456,7 +459,8 @@ fn bad_config_fields_are_named_before_anything_is_written() {
 /// Weak spots of issue #13: each answered with a clear message, nothing saved is lost.
 #[test]
 fn resume_names_differing_fields_extends_runs_and_checks_seeds_first() {
-    let dir = tmp("resume-cfg");
+    let scratch = tmp("resume-cfg");
+    let dir = scratch.path();
     let data = dir.join("data");
     tiny_dataset(&data);
     let cfg = config(&dir); // 3 epochs, bece_start_epoch 1
@@ -509,7 +513,8 @@ fn resume_names_differing_fields_extends_runs_and_checks_seeds_first() {
 /// Val/test rows that are training rows, and an empty val split, are warned about (issue #13).
 #[test]
 fn overlapping_and_empty_splits_are_warned_about() {
-    let dir = tmp("splits");
+    let scratch = tmp("splits");
+    let dir = scratch.path();
     let data = dir.join("data");
     tiny_dataset(&data);
     let cfg = dir.join("one.json");
@@ -539,7 +544,8 @@ fn overlapping_and_empty_splits_are_warned_about() {
 #[test]
 fn resume_refuses_optimizer_moments_of_the_wrong_size() {
     use safetensors::tensor::{SafeTensors, TensorView};
-    let dir = tmp("bad-optimizer");
+    let scratch = tmp("bad-optimizer");
+    let dir = scratch.path();
     let data = dir.join("data");
     tiny_dataset(&data);
     let cfg = config(&dir);
@@ -596,7 +602,8 @@ fn resume_refuses_optimizer_moments_of_the_wrong_size() {
 /// without AVX512-BF16 the command stops before writing anything, saying why.
 #[test]
 fn bf16_runs_are_recorded_close_to_f32_and_refused_without_the_instruction() {
-    let dir = tmp("bf16");
+    let scratch = tmp("bf16");
+    let dir = scratch.path();
     let data = dir.join("data");
     tiny_dataset(&data);
     let cfg = dir.join("cfg.json");
@@ -654,5 +661,4 @@ fn bf16_runs_are_recorded_close_to_f32_and_refused_without_the_instruction() {
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("accuracy"));
-    let _ = std::fs::remove_dir_all(dir);
 }
