@@ -29,7 +29,8 @@ use crate::strided::{self, Mat, View};
 #[backend_extension(Flex)]
 pub trait CellAttention: burn::backend::Backend {
     /// `q, k [N, L, Dk]`, `v, x [N, L, C]`, `gamma`, `beta [C]` →
-    /// `LN(x + softmax(q kᵀ) v)` per item, `[N, L, C]`.
+    /// `LN(x + softmax(q kᵀ) v)` per item, `[N, L, C]`, or its mean over `L`, `[N, C]`.
+    #[allow(clippy::too_many_arguments)]
     fn cell_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -38,6 +39,7 @@ pub trait CellAttention: burn::backend::Backend {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         eps: f64,
+        mean: bool,
     ) -> FloatTensor<Self>;
 }
 
@@ -57,9 +59,30 @@ pub fn attend(
     x: &Tensor<3>,
     ln: &LayerNorm,
 ) -> Tensor<3> {
+    Tensor::from_dispatch(dispatch([q, k, v], x, ln, false))
+}
+
+/// [`attend`]'s mean over the cells, `[N, C]`, without forming `[N, L, C]` (AVCA's second
+/// branch is used only through this mean).
+pub fn attend_mean(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    x: &Tensor<3>,
+    ln: &LayerNorm,
+) -> Tensor<2> {
+    Tensor::from_dispatch(dispatch([q, k, v], x, ln, true))
+}
+
+fn dispatch(
+    [q, k, v]: [Tensor<3>; 3],
+    x: &Tensor<3>,
+    ln: &LayerNorm,
+    mean: bool,
+) -> burn::tensor::DispatchTensor {
     assert!(applies(x, ln), "cell attention: evaluation on the CPU only");
     let beta = ln.beta.as_ref().expect("checked by applies");
-    let y = <Dispatch as CellAttention>::cell_attention(
+    <Dispatch as CellAttention>::cell_attention(
         q.into_dispatch(),
         k.into_dispatch(),
         v.into_dispatch(),
@@ -67,8 +90,8 @@ pub fn attend(
         ln.gamma.val().into_dispatch(),
         beta.val().into_dispatch(),
         LAYER_NORM_EPS,
-    );
-    Tensor::from_dispatch(y)
+        mean,
+    )
 }
 
 impl CellAttention for Flex {
@@ -80,6 +103,7 @@ impl CellAttention for Flex {
         gamma: FlexTensor,
         beta: FlexTensor,
         eps: f64,
+        mean: bool,
     ) -> FlexTensor {
         let [n, l, c] = x.layout().shape().dims::<3>();
         let (q, k, v) = (
@@ -113,23 +137,29 @@ impl CellAttention for Flex {
             let xs = &flex::values(&x)[i * l * c..][..l * c];
             residual_norm(Rows { y, o, x: xs }, (&gamma, &beta), eps);
         };
-        let mut y = Vec::with_capacity(n * l * c);
+        // Each item's output: its L rows, or their mean.
+        let per = if mean { c } else { l * c };
+        let mut y = Vec::with_capacity(n * per);
         if l * c > 0 {
-            y.spare_capacity_mut()[..n * l * c]
-                .par_chunks_mut(l * c)
+            y.spare_capacity_mut()[..n * per]
+                .par_chunks_mut(per)
                 .enumerate()
                 .for_each_init(
                     || (vec![0f32; l * l], vec![0f32; l * c]),
                     |(s, o), (i, y)| item(i, y, s, o),
                 );
         }
-        // SAFETY: every item wrote its `L·C` outputs.
-        unsafe { y.set_len(n * l * c) };
-        flex::tensor(y, [n, l, c])
+        // SAFETY: every item wrote its `per` outputs.
+        unsafe { y.set_len(n * per) };
+        match mean {
+            true => flex::tensor(y, [n, c]),
+            false => flex::tensor(y, [n, l, c]),
+        }
     }
 }
 
-/// An item's rows: the output `y`, the attention's output `o` (overwritten), the residual `x`.
+/// An item's rows: the output `y` (`L` rows, or one: their mean), the attention's output `o`
+/// (overwritten), the residual `x`.
 struct Rows<'a> {
     y: &'a mut [MaybeUninit<f32>],
     o: &'a mut [f32],
@@ -158,12 +188,32 @@ unsafe fn residual_norm_avx512(rows: Rows, (gamma, beta): (&[f32], &[f32]), eps:
 fn residual_norm_any(rows: Rows, (gamma, beta): (&[f32], &[f32]), eps: f64) {
     let c = gamma.len();
     let Rows { y, o, x } = rows;
-    for ((y, o), x) in y.chunks_mut(c).zip(o.chunks_mut(c)).zip(x.chunks(c)) {
+    if y.len() == o.len() {
+        for ((y, o), x) in y.chunks_mut(c).zip(o.chunks_mut(c)).zip(x.chunks(c)) {
+            o.iter_mut().zip(x).for_each(|(o, &x)| *o += x);
+            let (mu, r) = row_stats(o, eps);
+            for (((y, &o), &g), &b) in y.iter_mut().zip(&*o).zip(gamma).zip(beta) {
+                y.write((o - mu) * r * g + b);
+            }
+        }
+        return;
+    }
+    // The mean: rows normalised in place, then summed in order and divided, as burn's
+    // `mean_dim` does.
+    for (o, x) in o.chunks_mut(c).zip(x.chunks(c)) {
         o.iter_mut().zip(x).for_each(|(o, &x)| *o += x);
         let (mu, r) = row_stats(o, eps);
-        for (((y, &o), &g), &b) in y.iter_mut().zip(&*o).zip(gamma).zip(beta) {
-            y.write((o - mu) * r * g + b);
+        for ((o, &g), &b) in o.iter_mut().zip(gamma).zip(beta) {
+            *o = (*o - mu) * r * g + b;
         }
+    }
+    let rows = (o.len() / c.max(1)) as f32;
+    let (sum, rest) = o.split_at_mut(c.min(o.len()));
+    for row in rest.chunks(c) {
+        sum.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
+    }
+    for (y, &s) in y.iter_mut().zip(&*sum) {
+        y.write(s / rows);
     }
 }
 
@@ -263,6 +313,37 @@ mod tests {
         let (fast, portable) = (run(true), run(false));
         assert_eq!(fast, portable);
         assert!(portable.iter().any(|&v| v.abs() > 1.0));
+    }
+
+    /// The mean over the cells, formed without the rows, against burn's mean of the rows.
+    #[test]
+    fn the_mean_is_the_mean_of_the_rows() {
+        let dev = Device::flex();
+        let (n, l, dk, c) = (4, 49, 8, 24);
+        let normal = |s: [usize; 3]| Tensor::<3>::random(s, Distribution::Normal(0.0, 1.0), &dev);
+        let (q, k, v, x) = (
+            normal([n, l, dk]),
+            normal([n, l, dk]),
+            normal([n, l, c]),
+            normal([n, l, c]),
+        );
+        let mut ln = super::super::nn::layer_norm(c, &dev);
+        ln.beta = Some(burn::module::Param::from_tensor(Tensor::random(
+            [c],
+            Distribution::Normal(0.5, 0.5),
+            &dev,
+        )));
+        let rows = attend(q.clone(), k.clone(), v.clone(), &x, &ln);
+        let want = crate::to_vec(rows.mean_dim(1).reshape([n, c]));
+        let got = attend_mean(q, k, v, &x, &ln);
+        assert_eq!(got.dims(), [n, c]);
+        for (g, w) in crate::to_vec(got).iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-6 * (1.0 + w.abs()), "{g} vs {w}");
+        }
+        assert!(
+            want.iter().any(|w| w.abs() > 0.2),
+            "means too small to test anything"
+        );
     }
 
     #[test]

@@ -132,6 +132,24 @@ impl CoGuidedAttention {
         )
     }
 
+    /// [`Self::spatial_self_attention`]'s mean over the cells, `[BT, C]` (in one pass, without
+    /// the `[BT, 49, C]` output, when evaluating on the CPU).
+    fn spatial_self_attention_mean(
+        &self,
+        x: &Tensor<3>,
+        q: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+    ) -> Tensor<2> {
+        if cell_attention_flex::applies(x, &self.v_norm) {
+            return cell_attention_flex::attend_mean(q, k, v, x, &self.v_norm);
+        }
+        let [bt, _, c] = x.dims();
+        self.spatial_self_attention(x, q, k, v)
+            .mean_dim(1)
+            .reshape([bt, c])
+    }
+
     /// `visual [B, T, 7, 7, 512]` (after `v_fc`), `audio [B, T, 128]` →
     /// `(v_out [B, T, 512], a_out [B, T, 128], the spatial attention maps)`; the maps only for
     /// the guides that compute them (Co-Guide, Audio-Guide).
@@ -171,16 +189,16 @@ impl CoGuidedAttention {
         .into_iter();
         let mut next = || p.next().expect("three projections");
         let (q, k, v) = (next(), next(), next());
-        let g1 = self.spatial_self_attention(&x, q, k, v);
-        let a_out = self.visual_guided_audio(g1, audio, b, t, c, &mut Trace::off());
+        let g1_mean = self.spatial_self_attention_mean(&x, q, k, v);
+        let a_out = self.visual_guided_audio(g1_mean, audio, b, t, c, &mut Trace::off());
         (v_out, a_out)
     }
 
-    /// Steps 3.7–3.9: audio temporal self-attention, then the visual query `mean_cells(g)`
-    /// attends over it, and `a_out = A + ψ·σ(ã)⊙A`.
+    /// Steps 3.7–3.9: audio temporal self-attention, then the visual query `g_mean =
+    /// mean_cells(g)` `[BT, C]` attends over it, and `a_out = A + ψ·σ(ã)⊙A`.
     fn visual_guided_audio(
         &self,
-        g: Tensor<3>,
+        g_mean: Tensor<2>,
         audio: Tensor<3>,
         b: usize,
         t: usize,
@@ -202,7 +220,7 @@ impl CoGuidedAttention {
         trace.record((NAME, ".a_norm"), &ag);
 
         // 3.8 Visual-guided audio attention.
-        let qv2 = self.v_query.forward(g.mean_dim(1).reshape([b, t, c]));
+        let qv2 = self.v_query.forward(g_mean.reshape([b, t, c]));
         let kv = self.vaudio_key.forward(ag.clone());
         let vv = self.vaudio_value.forward(ag);
         trace.record((NAME, ".v_query"), &qv2);
@@ -277,8 +295,14 @@ impl CoGuidedAttention {
         }
         let g1 = self.spatial_self_attention(&x, q1, k1, v1);
         trace.record((NAME, ".v_norm"), &g1);
-        let g2 = self.spatial_self_attention(&x, q2, k2, v2);
-        trace.record((NAME, ".v_norm@call1"), &g2);
+        // Branch #2 is used only through its mean over the cells (step 3.8).
+        let g2_mean = if trace.is_on() {
+            let g2 = self.spatial_self_attention(&x, q2, k2, v2);
+            trace.record((NAME, ".v_norm@call1"), &g2);
+            g2.mean_dim(1).reshape([bt, c])
+        } else {
+            self.spatial_self_attention_mean(&x, q2, k2, v2)
+        };
 
         // 3.3 Self-calibration vector c_self (paper Eq. 1), and G1's projection for 3.4.
         let (c_self, w_self, g1_v1) = self.self_calibration(&g1, trace);
@@ -309,7 +333,7 @@ impl CoGuidedAttention {
         let v_out = (vcs.clone() + sigmoid(c_self).mul_scalar(self.beta) * vcs).reshape([b, t, c]);
 
         // 3.7–3.9; code: the visual query comes from branch #2.
-        let a_out = self.visual_guided_audio(g2, audio, b, t, c, trace);
+        let a_out = self.visual_guided_audio(g2_mean, audio, b, t, c, trace);
         trace.record((NAME, ":visual_out"), &v_out);
         trace.record((NAME, ":audio_out"), &a_out);
         let maps = SpatialMaps {
