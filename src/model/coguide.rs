@@ -11,6 +11,7 @@ use super::bmm_flex::bmm;
 use super::cell_attention_flex;
 use super::dropout::Dropout;
 use super::gate_flex::gate;
+use super::gate_logit_flex::gate_logit;
 use burn::tensor::activation::{relu, sigmoid, softmax};
 use burn::tensor::{Device, Tensor};
 
@@ -251,8 +252,8 @@ impl CoGuidedAttention {
             g.next().expect("two projections"),
             g.next().expect("two projections"),
         );
-        let q = gate(g1_v3, m, true); // relu(G1·W3) ⊙ relu(m): [BT, 49, 256]
-        let logits = flat(&self.ave_v_att, q); // [BT, 49, 1]
+        // ave_v_att(relu(G1·W3) ⊙ relu(m)), the product [BT, 49, 256]: [BT, 49, 1]
+        let logits = gate_logit(g1_v3, m, true, &self.ave_v_att);
         trace.record((NAME, ".ave_v_att"), &logits);
         let w_self = softmax(logits.tanh(), 1).swap_dims(1, 2); // [BT, 1, 49]
         trace.record((NAME, ":self_attention"), &w_self);
@@ -322,8 +323,8 @@ impl CoGuidedAttention {
         // 3.5 Audio-guided spatial attention.
         let qa2 = self.affine_audio_2.forward(a_flat);
         trace.record((NAME, ".affine_audio_2"), &qa2);
-        let u = gate(flat(&self.affine_video_2, xc.clone()), qa2, true);
-        let logits = flat(&self.affine_v_s_att, u); // [BT, 49, 1]
+        let v2 = flat(&self.affine_video_2, xc.clone()); // [BT, 49, 256]
+        let logits = gate_logit(v2, qa2, true, &self.affine_v_s_att); // [BT, 49, 1]
         trace.record((NAME, ".affine_v_s_att"), &logits);
         let w_sp = softmax(logits.tanh(), 1).swap_dims(1, 2); // [BT, 1, 49]
         trace.record((NAME, ":spatial_attention"), &w_sp);

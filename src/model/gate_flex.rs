@@ -48,7 +48,7 @@ pub fn gate(a: Tensor<3>, b: Tensor<2>, relu_both: bool) -> Tensor<3> {
 }
 
 /// ReLU as burn-flex has it (a NaN passes), or the identity.
-fn f(x: f32, relu: bool) -> f32 {
+pub(super) fn f(x: f32, relu: bool) -> f32 {
     if !relu || x.is_nan() || x > 0.0 {
         x
     } else {
@@ -63,7 +63,7 @@ fn passes(x: f32, relu: bool) -> bool {
 
 /// `a [R, L, C]` read in place: row `(r, l)`'s `C` values from `data[r·rs + l·ls]` (a slice of
 /// a wider product, as the evaluation's fused projections hand over, needs no copy).
-struct Cells<'a> {
+pub(super) struct Cells<'a> {
     data: &'a [f32],
     rs: usize,
     ls: usize,
@@ -71,7 +71,7 @@ struct Cells<'a> {
 
 impl<'a> Cells<'a> {
     /// `a`'s view when its channels are contiguous (`None` otherwise).
-    fn of(a: &'a FlexTensor) -> Option<Self> {
+    pub(super) fn of(a: &'a FlexTensor) -> Option<Self> {
         let layout = a.layout();
         let strides = layout.strides();
         if !layout.has_positive_strides() || strides[2] != 1 {
@@ -84,7 +84,7 @@ impl<'a> Cells<'a> {
         })
     }
 
-    fn contiguous(data: &'a [f32], cells: usize, c: usize) -> Self {
+    pub(super) fn contiguous(data: &'a [f32], cells: usize, c: usize) -> Self {
         Self {
             data,
             rs: cells * c,
@@ -92,7 +92,7 @@ impl<'a> Cells<'a> {
         }
     }
 
-    fn row(&self, r: usize, l: usize, c: usize) -> &[f32] {
+    pub(super) fn row(&self, r: usize, l: usize, c: usize) -> &[f32] {
         &self.data[r * self.rs + l * self.ls..][..c]
     }
 }
