@@ -11,7 +11,7 @@ use super::bmm_flex::bmm;
 use super::cell_attention_flex;
 use super::dropout::Dropout;
 use super::gate_flex::gate;
-use super::gate_logit_flex::gate_logit;
+use super::gate_reduced_flex::{gate_logit, gate_mean};
 use burn::tensor::activation::{relu, sigmoid, softmax};
 use burn::tensor::{Device, Tensor};
 
@@ -312,7 +312,7 @@ impl CoGuidedAttention {
         let qa = self.affine_audio_1.forward(a_flat.clone());
         trace.record((NAME, ".affine_audio_1"), &qa);
         // relu(qa) ⊙ relu(G1·W1), averaged over the cells.
-        let z = gate(g1_v1, qa, true).mean_dim(1).reshape([bt, c]);
+        let z = gate_mean(g1_v1, qa, true);
         let z = self.affine_bottleneck.forward(z);
         trace.record((NAME, ".affine_bottleneck"), &z);
         let ch = self.affine_v_c_att.forward(relu(z));

@@ -8,7 +8,7 @@ pub mod cell_attention_flex;
 pub mod coguide;
 pub mod dropout;
 pub mod gate_flex;
-pub mod gate_logit_flex;
+pub mod gate_reduced_flex;
 pub mod head;
 pub mod layer_norm_flex;
 pub mod lstm_flex;

@@ -1,12 +1,15 @@
-//! AVCA's attention logits `Linear(C → 1)(f(A) ⊙ f(b))` — a guided product ([`super::gate_flex`])
-//! followed by a projection to one value per cell (self-calibration's `ave_v_att`, spatial
-//! attention's `affine_v_s_att`) — in one pass when evaluating on the CPU (`flex`).
+//! AVCA's guided products `f(A) ⊙ f(b)` ([`super::gate_flex`]) where only a reduction of them
+//! is used, in one pass when evaluating on the CPU (`flex`):
+//! - the attention logits `Linear(C → 1)(f(A) ⊙ f(b))` (self-calibration's `ave_v_att`,
+//!   spatial attention's `affine_v_s_att`): [`gate_logit`];
+//! - the channel attention's mean over the cells `mean_cells(f(A) ⊙ f(b))`: [`gate_mean`].
 //!
-//! Why our own: composed, the product `[B·T, 49, 256]` (32 MB at batch 64) is written, read back
-//! and, in bf16, converted for a product with one output column (which the bf16 kernel computes
-//! 32 wide). Here each cell's logit is one dot product over `f(A)`'s row, read where it lies (a
-//! slice of a wider projection) with `f(b)·w` formed once per row. Sums in sixteen f32 partial
-//! sums: within f32 rounding of the composition, not bit for bit. Training keeps the
+//! Why our own: composed, the product `[B·T, 49, C]` (32–64 MB at batch 64) is written and read
+//! back — for a product with one output column, which in bf16 also converts it and computes
+//! 32 columns wide, or for burn's mean over the cells, on one thread. Here each row of `A` is
+//! read where it lies (a slice of a wider projection) and reduced at once. The logits sum in
+//! sixteen f32 partial sums (within f32 rounding of the composition, not bit for bit); the
+//! mean sums the cells in order and divides, as burn's `mean_dim`. Training keeps the
 //! composition, whose backward needs the product.
 
 use burn::backend::tensor::FloatTensor;
@@ -22,7 +25,7 @@ use crate::device::is_flex;
 use crate::flex;
 
 #[backend_extension(Flex)]
-pub trait GateLogit: burn::backend::Backend {
+pub trait GateReduced: burn::backend::Backend {
     /// `a [R, L, C]`, `b [R, C]`, `w [C]`, `bias` → `[R, L, 1]`: `Σ_c f(a)·f(b)·w + bias`.
     fn gate_logit(
         a: FloatTensor<Self>,
@@ -31,6 +34,9 @@ pub trait GateLogit: burn::backend::Backend {
         bias: f32,
         relu: bool,
     ) -> FloatTensor<Self>;
+
+    /// `a [R, L, C]`, `b [R, C]` → `[R, C]`: `mean_L f(a)·f(b)`.
+    fn gate_mean(a: FloatTensor<Self>, b: FloatTensor<Self>, relu: bool) -> FloatTensor<Self>;
 }
 
 /// `flat(l, gate(a, b, relu_both))` for `a [R, L, C]`, `b [R, C]` and `l` a `Linear(C → 1)`
@@ -48,7 +54,7 @@ pub fn gate_logit(a: Tensor<3>, b: Tensor<2>, relu_both: bool, l: &Linear) -> Te
     };
     let c = l.weight.dims()[0];
     let bias = crate::to_vec(bias.val())[0];
-    let y = <Dispatch as GateLogit>::gate_logit(
+    let y = <Dispatch as GateReduced>::gate_logit(
         a.into_dispatch(),
         b.into_dispatch(),
         l.weight.val().reshape([c]).into_dispatch(),
@@ -58,7 +64,28 @@ pub fn gate_logit(a: Tensor<3>, b: Tensor<2>, relu_both: bool, l: &Linear) -> Te
     Tensor::from_dispatch(y)
 }
 
-impl GateLogit for Flex {
+/// `gate(a, b, relu_both).mean_dim(1)` for `a [R, L, C]`, `b [R, C]`: `[R, C]`, in one pass
+/// when evaluating on the CPU.
+pub fn gate_mean(a: Tensor<3>, b: Tensor<2>, relu_both: bool) -> Tensor<2> {
+    let device = a.device();
+    if device.is_autodiff() || !is_flex(&device) {
+        let [r, _, c] = a.dims();
+        return gate(a, b, relu_both).mean_dim(1).reshape([r, c]);
+    }
+    let y = <Dispatch as GateReduced>::gate_mean(a.into_dispatch(), b.into_dispatch(), relu_both);
+    Tensor::from_dispatch(y)
+}
+
+/// `a` read in place where it can be, else a contiguous copy kept in `keep`.
+fn cells_of<'a>(a: &'a FlexTensor, keep: &'a mut Option<FlexTensor>) -> Cells<'a> {
+    if let Some(view) = Cells::of(a) {
+        return view;
+    }
+    let [_, l, c] = a.layout().shape().dims::<3>();
+    Cells::contiguous(flex::values(keep.insert(a.to_contiguous())), l, c)
+}
+
+impl GateReduced for Flex {
     fn gate_logit(
         a: FlexTensor,
         b: FlexTensor,
@@ -68,14 +95,8 @@ impl GateLogit for Flex {
     ) -> FlexTensor {
         let [r, l, c] = a.layout().shape().dims::<3>();
         let (b, w) = (b.to_contiguous(), flex::to_vec(&w));
-        let contiguous;
-        let cells = match Cells::of(&a) {
-            Some(view) => view,
-            None => {
-                contiguous = a.to_contiguous();
-                Cells::contiguous(flex::values(&contiguous), l, c)
-            }
-        };
+        let mut keep = None;
+        let cells = cells_of(&a, &mut keep);
         let mut y = vec![0f32; r * l];
         if c > 0 {
             y.par_chunks_mut(l.max(1))
@@ -91,6 +112,27 @@ impl GateLogit for Flex {
             y.fill(bias);
         }
         flex::tensor(y, [r, l, 1])
+    }
+
+    fn gate_mean(a: FlexTensor, b: FlexTensor, relu: bool) -> FlexTensor {
+        let [r, l, c] = a.layout().shape().dims::<3>();
+        let b = b.to_contiguous();
+        let mut keep = None;
+        let cells = cells_of(&a, &mut keep);
+        let mut y = vec![0f32; r * c];
+        y.par_chunks_mut(c.max(1))
+            .zip(flex::values(&b).par_chunks(c.max(1)))
+            .enumerate()
+            .for_each(|(row, (y, b))| {
+                for cell in 0..l {
+                    let a = cells.row(row, cell, c);
+                    for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+                        *y += f(a, relu) * f(b, relu);
+                    }
+                }
+                y.iter_mut().for_each(|y| *y /= l as f32);
+            });
+        flex::tensor(y, [r, c])
     }
 }
 
@@ -156,6 +198,33 @@ mod tests {
             }
             let spread = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
             assert!(spread > 0.5, "logits too small to test anything");
+        }
+    }
+
+    /// Against burn's mean of the product (its values to f32 rounding: the sum over the cells
+    /// in another order at most), `a` transposed (no view: copied).
+    #[test]
+    fn the_mean_matches_the_composition() {
+        let dev = Device::flex();
+        let (r, l, c) = (4, 49, 24);
+        for relu in [true, false] {
+            let a = Tensor::<3>::random([r, c, l], Distribution::Normal(0.0, 1.0), &dev)
+                .swap_dims(1, 2);
+            let b = Tensor::<2>::random([r, c], Distribution::Normal(0.0, 1.0), &dev);
+            let ours = gate_mean(a.clone(), b.clone(), relu);
+            let theirs = gate(a, b, relu).mean_dim(1).reshape([r, c]);
+            assert_eq!(ours.dims(), [r, c]);
+            let (ours, theirs) = (crate::to_vec(ours), crate::to_vec(theirs));
+            for (o, t) in ours.iter().zip(&theirs) {
+                assert!(
+                    (o - t).abs() <= 1e-6 * (1.0 + t.abs()),
+                    "relu {relu}: {o} vs {t}"
+                );
+            }
+            assert!(
+                theirs.iter().any(|t| t.abs() > 0.2),
+                "means too small to test anything"
+            );
         }
     }
 
