@@ -1,10 +1,12 @@
 //! `--precision f32|bf16`: the large multiplies in bf16 with f32 accumulation.
 //!
-//! In bf16 the linear layers that carry the model's work (those run on `[rows, C]`:
-//! [`crate::model::nn::flat`], [`crate::model::nn::fused_linear`]) multiply bf16-rounded operands
-//! and sum in f32, forward and backward ([`linear_parts`]; `precision/matmul.rs`, which runs them
-//! in f32 on the CPU too); everything else — master weights, optimiser state, activations,
-//! normalisation, softmax, losses — stays f32. f32 is the default and the parity standard.
+//! In bf16 the linear layers run on `[rows, C]` ([`crate::model::nn::flat`],
+//! [`crate::model::nn::fused_linear`]: AVCA's projections, the relation modules' and attention
+//! blocks' linears, the LSTM's input projection) multiply bf16-rounded operands and sum in f32,
+//! forward and backward ([`linear_parts`]; `precision/matmul.rs`, which runs them in f32 on the
+//! CPU too); everything else — master weights, optimiser state, activations, the LSTM's
+//! recurrence, the attention products, normalisation, softmax, losses — stays f32. f32 is the
+//! default and the parity standard.
 //!
 //! Like PyTorch's `autocast`, the choice is per thread: a command enters [`scope`] on the thread
 //! that runs the model, and concurrent tests on other threads are unaffected. bf16 runs on the

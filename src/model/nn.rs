@@ -55,8 +55,14 @@ fn uniform_param<const D: usize>(
 /// at batch 64, for one `[512, 512]` weight. Flattened, the backward is one `[d_in, rows] ×
 /// [rows, d_out]` product.
 pub fn flat<const D: usize>(l: &Linear, x: Tensor<D>) -> Tensor<D> {
+    flat_parts(x, l.weight.val(), l.bias.as_ref().map(|b| b.val()))
+}
+
+/// [`flat`] with the weight `[d_in, d_out]` and bias given apart (the multi-head attention's
+/// packed projection, the LSTM's input projection).
+pub fn flat_parts<const D: usize>(x: Tensor<D>, w: Tensor<2>, b: Option<Tensor<1>>) -> Tensor<D> {
     let (x, dims) = to_rows(x);
-    from_rows(crate::precision::linear(l, x), dims)
+    from_rows(crate::precision::linear_parts(x, w, b), dims)
 }
 
 /// `[..., C]` → `[rows, C]`, and the shape to give back to [`from_rows`].
@@ -159,7 +165,7 @@ impl MultiheadAttention {
         let (q, k, v) = match memory {
             // Self-attention: one [E, 3E] multiply instead of three.
             None => {
-                let qkv = burn::tensor::module::linear(query, w, Some(bias));
+                let qkv = flat_parts(query, w, Some(bias));
                 let mut parts = qkv.chunk(3, 2).into_iter();
                 (
                     parts.next().unwrap(),
@@ -168,12 +174,12 @@ impl MultiheadAttention {
                 )
             }
             Some(memory) => {
-                let q = burn::tensor::module::linear(
+                let q = flat_parts(
                     query,
                     w.clone().narrow(1, 0, e),
                     Some(bias.clone().narrow(0, 0, e)),
                 );
-                let kv = burn::tensor::module::linear(
+                let kv = flat_parts(
                     memory,
                     w.narrow(1, e, 2 * e),
                     Some(bias.narrow(0, e, 2 * e)),
@@ -196,9 +202,7 @@ impl MultiheadAttention {
             );
         }
         let ctx = bmm(self.attn_dropout.forward(weights), v); // [B, H, Lq, dh]
-        let out = self
-            .out_proj
-            .forward(ctx.swap_dims(1, 2).reshape([b, lq, e]));
+        let out = flat(&self.out_proj, ctx.swap_dims(1, 2).reshape([b, lq, e]));
         trace.record((name, ":attn_output"), &out);
         out
     }
@@ -252,7 +256,7 @@ impl LstmDirection {
     pub fn forward(&self, x: Tensor<3>, reverse: bool) -> Tensor<3> {
         // Input projection of all steps at once; both biases folded in.
         let bias = self.bias_ih.val() + self.bias_hh.val();
-        let xp = burn::tensor::module::linear(x, self.weight_ih.val(), Some(bias)); // [B, T, 4H]
+        let xp = flat_parts(x, self.weight_ih.val(), Some(bias)); // [B, T, 4H]
         super::lstm_flex::recurrence(xp, self.weight_hh.val(), reverse)
     }
 

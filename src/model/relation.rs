@@ -12,7 +12,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 
 use super::layer_norm_flex::norm;
-use super::nn::{MultiheadAttention, dropout, fresh_copy, layer_norm, linear};
+use super::nn::{MultiheadAttention, dropout, flat, fresh_copy, layer_norm, linear};
 use super::state::{HasState, Prefix, StateVisitor};
 use super::trace::Trace;
 
@@ -87,11 +87,11 @@ impl TransformerLayer {
         let a = self.attn.forward(x.clone(), memory, &attn_name, trace);
         let x = norm(&self.norm1, x + self.dropout1.forward(a));
         trace.record((name, ".norm1"), &x);
-        let h = self.linear1.forward(x.clone());
+        let h = flat(&self.linear1, x.clone());
         if self.unused_self_attn.is_none() {
             trace.record((name, ".linear1"), &h);
         }
-        let h = self.linear2.forward(self.dropout.forward(relu(h)));
+        let h = flat(&self.linear2, self.dropout.forward(relu(h)));
         let x = norm(&self.norm2, x + self.dropout2.forward(h));
         trace.record(name, &x);
         x
@@ -192,7 +192,7 @@ impl TemporalSelfRelation {
 
     /// `[B, T, in]` → `[B, T, d]`.
     pub fn forward(&self, x: Tensor<3>, name: &str, trace: &mut Trace) -> Tensor<3> {
-        let mut x = self.affine_matrix.forward(x);
+        let mut x = flat(&self.affine_matrix, x);
         trace.record((name, ".affine_matrix"), &x);
         for (i, layer) in self.encoder.layers.iter().enumerate() {
             let layer_name = trace.name(|| format!("{name}.encoder.layers.{i}"));
@@ -236,7 +236,7 @@ impl CrossModalRelation {
         name: &str,
         trace: &mut Trace,
     ) -> Tensor<3> {
-        let mut x = self.affine_matrix.forward(query);
+        let mut x = flat(&self.affine_matrix, query);
         trace.record((name, ".affine_matrix"), &x);
         for (i, layer) in self.decoder.layers.iter().enumerate() {
             let extended = Tensor::cat(vec![memory.clone(), x.clone()], 1); // [B, 2T, d]
