@@ -490,7 +490,7 @@ fn outputs_onto_directories_and_fifos() {
     ]);
     assert!(!ok && stderr.contains("is a directory"), "{stderr}");
     assert_eq!(std::fs::read_dir(&outdir).unwrap().count(), 0);
-    let names: Vec<String> = std::fs::read_dir(&dir)
+    let names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();

@@ -126,11 +126,11 @@ fn kill_during_second_epoch(data: &Path, out: &Path, cfg: &Path) -> usize {
     child.kill().expect("SIGKILL");
     let status = child.wait().unwrap();
     assert!(!status.success());
-    let printed = 1 + lines
+
+    1 + lines
         .map_while(Result::ok)
         .filter(|l| l.starts_with("epoch"))
-        .count();
-    printed
+        .count()
 }
 
 fn without_timing(mut v: Value) -> Value {
@@ -156,7 +156,7 @@ fn sigkill_mid_epoch_then_resume_gives_the_same_run() {
     let dir = scratch.path();
     let data = dir.join("data");
     tiny_dataset(&data);
-    let cfg = config(&dir);
+    let cfg = config(dir);
 
     let full = dir.join("full");
     let out = train(&data, &full, &cfg, &[], &[]);
@@ -233,7 +233,7 @@ fn bad_datasets_fail_naming_the_file_and_keep_the_run() {
     let dir = scratch.path();
     let data = dir.join("data");
     tiny_dataset(&data);
-    let cfg = config(&dir);
+    let cfg = config(dir);
     let run = dir.join("run");
     std::fs::create_dir_all(&run).unwrap();
     std::fs::write(run.join("notes.txt"), "keep me").unwrap();
@@ -387,7 +387,7 @@ fn run_without_last_is_never_overwritten() {
     let dir = scratch.path();
     let data = dir.join("data");
     tiny_dataset(&data);
-    let cfg = config(&dir);
+    let cfg = config(dir);
     let run = dir.join("run");
     let out = train(&data, &run, &cfg, &[], &[]);
     assert!(
@@ -463,7 +463,7 @@ fn resume_names_differing_fields_extends_runs_and_checks_seeds_first() {
     let dir = scratch.path();
     let data = dir.join("data");
     tiny_dataset(&data);
-    let cfg = config(&dir); // 3 epochs, bece_start_epoch 1
+    let cfg = config(dir); // 3 epochs, bece_start_epoch 1
     let run = dir.join("run");
     assert!(train(&data, &run, &cfg, &[], &[]).status.success());
 
@@ -548,7 +548,7 @@ fn resume_refuses_optimizer_moments_of_the_wrong_size() {
     let dir = scratch.path();
     let data = dir.join("data");
     tiny_dataset(&data);
-    let cfg = config(&dir);
+    let cfg = config(dir);
     let run = dir.join("run");
     let out = train(&data, &run, &cfg, &["--epochs", "1"], &[]);
     assert!(
