@@ -126,7 +126,7 @@ fn kill_during_second_epoch(data: &Path, out: &Path, cfg: &Path) -> usize {
     child.kill().expect("SIGKILL");
     let status = child.wait().unwrap();
     assert!(!status.success());
-
+    // Epoch lines printed: the first (read above) and those that came before the kill.
     1 + lines
         .map_while(Result::ok)
         .filter(|l| l.starts_with("epoch"))
