@@ -355,7 +355,8 @@ enum ALayout {
 
 /// The packed `A` block times the packed `B` block into `c` (rows of width `ldc`, the block's
 /// columns from `j0`): added to it, or stored as `start + A·B` (`start`: the bias's columns of
-/// the block, or none for zeros) by the first block of `k`, which finds `c` unwritten.
+/// the block, or none for zeros) by the first block of `k`, which finds `c` unwritten. The
+/// rows of A that the next packing reads (`next`) are prefetched a few lines per kernel call.
 fn block(
     (ap, layout): (&[u32], ALayout),
     bp: &[u32],
