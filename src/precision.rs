@@ -21,7 +21,6 @@ use std::cell::Cell;
 use std::str::FromStr;
 
 use anyhow::{Result, bail};
-use burn::nn::Linear;
 use burn::tensor::{Device, FloatDType, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -117,11 +116,6 @@ fn linear_cast(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tens
     let (x, weight) = (x.cast(FloatDType::BF16), weight.cast(FloatDType::BF16));
     let bias = bias.map(|b| b.cast(FloatDType::BF16));
     burn::tensor::module::linear(x, weight, bias).cast(FloatDType::F32)
-}
-
-/// `l.forward(x)` for `x [rows, d_in]`, in this thread's precision.
-pub fn linear(l: &Linear, x: Tensor<2>) -> Tensor<2> {
-    linear_parts(x, l.weight.val(), l.bias.as_ref().map(|b| b.val()))
 }
 
 #[cfg(test)]
