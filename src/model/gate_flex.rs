@@ -70,23 +70,21 @@ pub(super) struct Cells<'a> {
 }
 
 impl<'a> Cells<'a> {
-    /// `a`'s view when its channels are contiguous (`None` otherwise).
-    pub(super) fn of(a: &'a FlexTensor) -> Option<Self> {
+    /// `a` read in place when its channels are contiguous, else a contiguous copy of it, made
+    /// into `copy` (which must live as long as the view).
+    pub(super) fn of(a: &'a FlexTensor, copy: &'a mut Option<FlexTensor>) -> Self {
         let layout = a.layout();
         let strides = layout.strides();
-        if !layout.has_positive_strides() || strides[2] != 1 {
-            return None;
+        if layout.has_positive_strides() && strides[2] == 1 {
+            return Self {
+                data: &a.storage::<f32>()[layout.start_offset()..],
+                rs: strides[0] as usize,
+                ls: strides[1] as usize,
+            };
         }
-        Some(Self {
-            data: &a.storage::<f32>()[layout.start_offset()..],
-            rs: strides[0] as usize,
-            ls: strides[1] as usize,
-        })
-    }
-
-    pub(super) fn contiguous(data: &'a [f32], cells: usize, c: usize) -> Self {
+        let [_, cells, c] = layout.shape().dims::<3>();
         Self {
-            data,
+            data: flex::values(copy.insert(a.to_contiguous())),
             rs: cells * c,
             ls: c,
         }
@@ -149,14 +147,8 @@ fn gate_flex(a: &FlexTensor, b: &FlexTensor, relu: bool) -> FlexTensor {
     let b = b.to_contiguous();
     let shape = a.layout().shape().clone();
     let (cells, c) = (shape[1], shape[2]);
-    let y = match Cells::of(a) {
-        Some(view) => forward(&view, flex::values(&b), cells, c, relu),
-        None => {
-            let a = a.to_contiguous();
-            let view = Cells::contiguous(flex::values(&a), cells, c);
-            forward(&view, flex::values(&b), cells, c, relu)
-        }
-    };
+    let mut copy = None;
+    let y = forward(&Cells::of(a, &mut copy), flex::values(&b), cells, c, relu);
     flex::tensor(y, shape)
 }
 

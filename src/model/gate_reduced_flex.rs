@@ -76,15 +76,6 @@ pub fn gate_mean(a: Tensor<3>, b: Tensor<2>, relu_both: bool) -> Tensor<2> {
     Tensor::from_dispatch(y)
 }
 
-/// `a` read in place where it can be, else a contiguous copy kept in `keep`.
-fn cells_of<'a>(a: &'a FlexTensor, keep: &'a mut Option<FlexTensor>) -> Cells<'a> {
-    if let Some(view) = Cells::of(a) {
-        return view;
-    }
-    let [_, l, c] = a.layout().shape().dims::<3>();
-    Cells::contiguous(flex::values(keep.insert(a.to_contiguous())), l, c)
-}
-
 impl GateReduced for Flex {
     fn gate_logit(
         a: FlexTensor,
@@ -95,8 +86,8 @@ impl GateReduced for Flex {
     ) -> FlexTensor {
         let [r, l, c] = a.layout().shape().dims::<3>();
         let (b, w) = (b.to_contiguous(), flex::to_vec(&w));
-        let mut keep = None;
-        let cells = cells_of(&a, &mut keep);
+        let mut copy = None;
+        let cells = Cells::of(&a, &mut copy);
         let mut y = vec![0f32; r * l];
         if c > 0 {
             y.par_chunks_mut(l.max(1))
@@ -117,8 +108,8 @@ impl GateReduced for Flex {
     fn gate_mean(a: FlexTensor, b: FlexTensor, relu: bool) -> FlexTensor {
         let [r, l, c] = a.layout().shape().dims::<3>();
         let b = b.to_contiguous();
-        let mut keep = None;
-        let cells = cells_of(&a, &mut keep);
+        let mut copy = None;
+        let cells = Cells::of(&a, &mut copy);
         let mut y = vec![0f32; r * c];
         y.par_chunks_mut(c.max(1))
             .zip(flex::values(&b).par_chunks(c.max(1)))
