@@ -93,10 +93,12 @@ impl GateReduced for Flex {
             y.par_chunks_mut(l.max(1))
                 .zip(flex::values(&b).par_chunks(c))
                 .enumerate()
-                .for_each(|(row, (y, b))| {
-                    let bw: Vec<f32> = b.iter().zip(&w).map(|(&b, &w)| f(b, relu) * w).collect();
+                .for_each_init(Vec::new, |bw, (row, (y, b))| {
+                    // f(b)·w of this row, in a buffer each thread reuses.
+                    bw.clear();
+                    bw.extend(b.iter().zip(&w).map(|(&b, &w)| f(b, relu) * w));
                     for (cell, y) in y.iter_mut().enumerate() {
-                        *y = dot(cells.row(row, cell, c), &bw, relu) + bias;
+                        *y = dot(cells.row(row, cell, c), bw, relu) + bias;
                     }
                 });
         } else {
